@@ -1,0 +1,235 @@
+"""Loading, validating and slicing the pipeline's config.
+
+One JSON Schema (``workflow/schemas/config.schema.yaml``, split into one file per section and
+joined here) defines every key with its default; unknown keys are errors. Each stage receives
+only its *slice* of the config (``stage_params``), so Snakemake's params trigger reruns exactly
+the stages whose settings changed. The same slicing serves the command-line entry points, which
+accept either ``--params`` (a slice as JSON text or a file) or ``--config`` (the full config).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_DIR = REPO_ROOT / "workflow" / "schemas"
+DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
+
+
+class ConfigError(ValueError):
+    """An invalid config; the message names the key and the file."""
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``override`` merged into a copy of ``base``; dicts merge recursively, other values replace."""
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def load_schema(schema_dir: Path = SCHEMA_DIR) -> dict[str, Any]:
+    """The top-level schema with every ``$ref: <file>`` to a sibling file inlined."""
+    top = read_yaml(schema_dir / "config.schema.yaml")
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.endswith((".yaml", ".yml")):
+                return inline(read_yaml(schema_dir / ref))
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return inline(top)
+
+
+def _with_defaults(validator_class: type) -> type:
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """Validate ``config`` in place (filling defaults) and return it; raise ConfigError on the
+    first problems found, each naming its key path."""
+    schema = load_schema()
+    validator = _Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for err in errors[:10]:
+            key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+            lines.append(f"  {key}: {err.message}")
+        raise ConfigError(f"invalid {source}:\n" + "\n".join(lines))
+    _check_references(config, source)
+    return config
+
+
+def _check_references(config: dict[str, Any], source: str) -> None:
+    """Cross-key checks that a schema cannot express: names used in one section exist in another."""
+    run = config["run"]
+    for name in run["experiments"]:
+        if name not in config["experiments"]:
+            raise ConfigError(
+                f"invalid {source}: run.experiments names {name!r}, which is not a key of "
+                f"experiments (known: {sorted(config['experiments'])})"
+            )
+    for name in run["models"]:
+        if name not in config["models"]:
+            raise ConfigError(
+                f"invalid {source}: run.models names {name!r}, which is not a key of models "
+                f"(known: {sorted(config['models'])})"
+            )
+    for name in config["evaluation"]["datasets"]:
+        if name not in config["datasets"]:
+            raise ConfigError(
+                f"invalid {source}: evaluation.datasets names {name!r}, which is not a key of "
+                f"datasets (known: {sorted(config['datasets'])})"
+            )
+    if config["source"] not in config["datasets"]:
+        raise ConfigError(f"invalid {source}: source {config['source']!r} is not a key of datasets")
+
+
+def load_config(*paths: str | Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Read the default config, merge the given files and overrides on top, validate."""
+    files = [DEFAULT_CONFIG, *[Path(p) for p in paths if Path(p) != DEFAULT_CONFIG]]
+    config: dict[str, Any] = {}
+    for path in files:
+        config = deep_merge(config, read_yaml(path))
+    if overrides:
+        config = deep_merge(config, overrides)
+    return validate(config, source=" + ".join(str(p) for p in files))
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage slices. Each returns plain JSON-able data; nothing outside the slice reaches the stage.
+
+
+def dataset_entry(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    return {"name": name, **config["datasets"][name]}
+
+
+def stage_params(config: Mapping[str, Any], stage: str, **wildcards: Any) -> dict[str, Any]:
+    """The part of ``config`` that stage ``stage`` reads (wildcards select a run or dataset)."""
+    c = config
+    if stage == "render_demo":
+        return {"demo": c["demo"]}
+    if stage == "class_stats":
+        return {"source": dataset_entry(c, c["source"]), "workers": c["rcs"]["workers"]}
+    if stage == "rcs_subset":
+        return {"rcs": c["rcs"]}
+    if stage == "generation_jobs":
+        return {"rcs": {"temperature": c["rcs"]["temperature"]}, "jobs": c["generation"]["jobs"]}
+    if stage == "demo_generator":
+        return {"demo_generator": c["generation"]["demo_generator"], "demo": c["demo"]}
+    if stage == "generate":
+        return {
+            "models": c["generation"]["models"],
+            "sampler": c["generation"]["sampler"],
+            "source": dataset_entry(c, c["source"]),
+            "prompt": c["generation"]["prompt"],
+        }
+    if stage == "merge_generated":
+        return {"expected": c["generation"]["jobs"]["num_images"]}
+    if stage == "combine":
+        return {"source": dataset_entry(c, c["source"])}
+    if stage == "train":
+        exp = wildcards["experiment"]
+        model = wildcards["model"]
+        return {
+            "experiment": {"name": exp, **c["experiments"][exp]},
+            "model": {"name": model, **c["models"][model]},
+            "training": c["training"],
+            "seed": int(wildcards["seed"]),
+        }
+    if stage == "evaluate":
+        name = wildcards["dataset"]
+        evaluation = {k: v for k, v in c["evaluation"].items() if k not in ("datasets", "scales")}
+        if name not in c["evaluation"]["scales"]:
+            raise ConfigError(f"evaluation.scales has no entry for dataset {name!r}")
+        evaluation["scale"] = c["evaluation"]["scales"][name]
+        return {"evaluation": evaluation, "dataset": dataset_entry(c, name)}
+    if stage == "tables":
+        return {"tables": c["tables"], "experiments": c["experiments"]}
+    raise KeyError(f"unknown stage {stage!r}")
+
+
+def params_json(config: Mapping[str, Any], stage: str, **wildcards: Any) -> str:
+    """``stage_params`` as compact, key-sorted JSON (stable text for Snakemake's params check)."""
+    return json.dumps(stage_params(config, stage, **wildcards), sort_keys=True, separators=(",", ":"))
+
+
+def read_params(text_or_path: str) -> dict[str, Any]:
+    """A stage slice from inline JSON text or from a JSON/YAML file."""
+    stripped = text_or_path.strip()
+    if stripped.startswith("{"):
+        try:
+            return json.loads(stripped)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"--params is not valid JSON: {err}") from err
+    path = Path(text_or_path)
+    if path.suffix == ".json":
+        if not path.is_file():
+            raise ConfigError(f"params file not found: {path}")
+        return json.loads(path.read_text())
+    return read_yaml(path)
+
+
+def add_params_arguments(parser: Any) -> None:
+    """The two ways a stage command receives its settings (one is required)."""
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument(
+        "--params",
+        help="this stage's slice of the config: JSON text or a .json/.yaml file "
+        "(what the Snakemake rule passes)",
+    )
+    group.add_argument(
+        "--config",
+        nargs="+",
+        metavar="YAML",
+        help="full config file(s), merged over config/config.yaml and validated; "
+        "the stage's slice is taken from it",
+    )
+
+
+def params_from_args(args: Any, stage: str, **wildcards: Any) -> dict[str, Any]:
+    if args.params is not None:
+        return read_params(args.params)
+    return stage_params(load_config(*args.config), stage, **wildcards)

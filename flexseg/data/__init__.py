@@ -1,0 +1,1 @@
+"""Dataset readers, label maps, the demo world, rare-class sampling and transforms."""

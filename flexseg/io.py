@@ -1,0 +1,158 @@
+"""Whole-or-nothing file writing and image reading with errors that name the file.
+
+Every output of the pipeline goes through ``atomic_path``: the data is written to a temporary
+name in the same folder and renamed into place only once complete, so a killed job never leaves
+a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file or value at fault."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` when the block succeeds.
+
+    The temporary name keeps the final suffix (so writers that pick a format from the extension
+    work). On an exception the temporary file is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix if suffix is None else suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def write_csv(path: str | os.PathLike, frame: Any) -> None:
+    """Write a pandas DataFrame as CSV, whole or not at all."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write an RGB (H, W, 3) or single-channel (H, W) uint8 array as PNG/JPEG, atomically."""
+    if image.dtype != np.uint8:
+        raise ValueError(f"{path}: expected uint8 image, got {image.dtype}")
+    arr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), arr):
+            raise OSError(f"could not write image {path}")
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read a colour image as RGB uint8 (H, W, 3); raise DataError naming the file if unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image file not found: {path}")
+    arr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if arr is None:
+        raise DataError(f"unreadable or truncated image: {path}")
+    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+
+
+def read_label(path: str | os.PathLike) -> np.ndarray:
+    """Read a label PNG as its raw indices (H, W) uint8.
+
+    Palettized PNGs (GTA5, Mapillary) are read as palette indices, not colours: PIL is used
+    because OpenCV would expand the palette to RGB.
+    """
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"label file not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("P", "L"):
+                arr = np.asarray(im, dtype=np.uint8)
+            elif im.mode in ("I", "I;16"):
+                arr = np.asarray(im)
+                if arr.max(initial=0) > 255:
+                    raise DataError(f"label ids above 255 in {path}")
+                arr = arr.astype(np.uint8)
+            else:
+                raise DataError(
+                    f"label {path} has image mode {im.mode!r}; expected a single-channel or "
+                    "palettized PNG of class ids"
+                )
+    except DataError:
+        raise
+    except (OSError, SyntaxError) as err:
+        raise DataError(f"unreadable or truncated label: {path} ({err})") from err
+    return arr
+
+
+def write_label(path: str | os.PathLike, label: np.ndarray, palette: np.ndarray | None = None) -> None:
+    """Write a uint8 id map as PNG, optionally palettized (as GTA5 and Mapillary ship theirs)."""
+    from PIL import Image
+
+    if label.dtype != np.uint8 or label.ndim != 2:
+        raise ValueError(f"{path}: expected a 2-D uint8 label, got {label.dtype} {label.shape}")
+    im = Image.fromarray(label)
+    if palette is not None:
+        pal = np.zeros((256, 3), dtype=np.uint8)
+        pal[: len(palette)] = palette
+        im.putpalette(pal.reshape(-1).tolist())
+    with atomic_path(path) as tmp:
+        im.save(tmp, format="PNG")
+
+
+def git_revision(cwd: str | os.PathLike | None = None) -> str:
+    """The current git commit (with ``-dirty`` when the tree has changes), or ``unknown``."""
+    cwd = Path(cwd) if cwd else Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + ("-dirty" if dirty else "")

@@ -1,0 +1,49 @@
+# Training lists: the source alone, the generated set alone, and their union (counts checked).
+
+
+rule dataset_source:
+    input:
+        demo_world(),
+    output:
+        "results/dataset/source.csv",
+    params:
+        p=stage("combine"),
+    log:
+        "logs/dataset/source.log",
+    conda:
+        "../envs/flexseg.yaml"
+    shell:
+        "{PY} flexseg.data.combined source --params {params.p:q} --out {output} > {log} 2>&1"
+
+
+rule dataset_generated:
+    input:
+        "results/generation/dataset/manifest.csv",
+    output:
+        "results/dataset/generated.csv",
+    params:
+        p=stage("combine"),
+    log:
+        "logs/dataset/generated.log",
+    conda:
+        "../envs/flexseg.yaml"
+    shell:
+        "{PY} flexseg.data.combined generated --params {params.p:q} --generated {input} "
+        "--out {output} > {log} 2>&1"
+
+
+rule dataset_combined:
+    input:
+        subset="results/rcs/source_subset.csv",
+        generated="results/generation/dataset/manifest.csv",
+    output:
+        "results/dataset/combined.csv",
+    params:
+        p=stage("combine"),
+    log:
+        "logs/dataset/combined.log",
+    conda:
+        "../envs/flexseg.yaml"
+    shell:
+        "{PY} flexseg.data.combined combined --params {params.p:q} --subset {input.subset} "
+        "--generated {input.generated} --out {output} > {log} 2>&1"

@@ -1,0 +1,20 @@
+# The demo world (mode: demo): a source domain and five targets in the real datasets' layouts.
+
+
+rule render_demo:
+    output:
+        world=DEMO_WORLD,
+        grid="results/demo/world_grid.png",
+    params:
+        p=stage("render_demo"),
+        root=config["demo"]["root"],
+    log:
+        "logs/demo/render.log",
+    benchmark:
+        "benchmarks/demo/render.tsv"
+    threads: 2
+    conda:
+        "../envs/flexseg.yaml"
+    shell:
+        "{PY} flexseg.data.demo_world --params {params.p:q} --out {params.root} "
+        "--grid {output.grid} --workers {threads} > {log} 2>&1"

@@ -1,0 +1,128 @@
+# Diffusion generation: job table -> (demo: train the tiny generator) -> K shards -> merged set.
+
+
+rule generation_jobs:
+    input:
+        "results/rcs/class_stats.json",
+    output:
+        "results/generation/jobs.csv",
+    params:
+        p=stage("generation_jobs"),
+    log:
+        "logs/generation/jobs.log",
+    conda:
+        "../envs/flexseg.yaml"
+    shell:
+        "{PY} generation.jobs --params {params.p:q} --stats {input} --out {output} > {log} 2>&1"
+
+
+rule demo_generator_prior:
+    input:
+        DEMO_WORLD,
+    output:
+        directory(f"{DEMO_MODEL}/prior"),
+    params:
+        p=stage("demo_generator"),
+        root=config["demo"]["root"],
+    log:
+        "logs/generation/demo_prior.log",
+    benchmark:
+        "benchmarks/generation/demo_prior.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+    conda:
+        "../envs/flexseg.yaml"
+    shell:
+        "{PY} generation.demo_model prior --params {params.p:q} --world {params.root} "
+        "--out {output} > {log} 2>&1"
+
+
+rule demo_generator_source:
+    input:
+        world=DEMO_WORLD,
+        prior=f"{DEMO_MODEL}/prior",
+    output:
+        directory(f"{DEMO_MODEL}/source_unet"),
+    params:
+        p=stage("demo_generator"),
+        root=config["demo"]["root"],
+    log:
+        "logs/generation/demo_source.log",
+    benchmark:
+        "benchmarks/generation/demo_source.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+    conda:
+        "../envs/flexseg.yaml"
+    shell:
+        "{PY} generation.demo_model source --params {params.p:q} --world {params.root} "
+        "--prior {input.prior} --out {output} > {log} 2>&1"
+
+
+rule demo_generator_controlnet:
+    input:
+        world=DEMO_WORLD,
+        prior=f"{DEMO_MODEL}/prior",
+        source_unet=f"{DEMO_MODEL}/source_unet",
+    output:
+        directory(f"{DEMO_MODEL}/controlnet"),
+    params:
+        p=stage("demo_generator"),
+        root=config["demo"]["root"],
+    log:
+        "logs/generation/demo_controlnet.log",
+    benchmark:
+        "benchmarks/generation/demo_controlnet.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+    conda:
+        "../envs/flexseg.yaml"
+    shell:
+        "{PY} generation.demo_model controlnet --params {params.p:q} --world {params.root} "
+        "--prior {input.prior} --source-unet {input.source_unet} --out {output} > {log} 2>&1"
+
+
+rule generate_shard:
+    input:
+        unpack(lambda wildcards: {"jobs": "results/generation/jobs.csv", **demo_models()}),
+    output:
+        "results/generation/shards/{shard}/manifest.csv",
+    params:
+        p=stage("generate"),
+        shards=len(SHARDS),
+        models=lambda wildcards, input: (
+            f"--prior {input.prior} --controlnet {input.controlnet}" if "prior" in input.keys() else ""
+        ),
+    log:
+        "logs/generation/shard_{shard}.log",
+    benchmark:
+        "benchmarks/generation/shard_{shard}.tsv"
+    threads: 1
+    resources:
+        gpu=1,
+    conda:
+        "../envs/flexseg.yaml"
+    shell:
+        "{PY} generation.shard --params {params.p:q} --jobs {input.jobs} --shard {wildcards.shard} "
+        "--num-shards {params.shards} {params.models} --out-dir results/generation/shards/{wildcards.shard} "
+        "> {log} 2>&1"
+
+
+rule merge_generated:
+    input:
+        expand("results/generation/shards/{shard}/manifest.csv", shard=SHARDS),
+    output:
+        manifest="results/generation/dataset/manifest.csv",
+        grid="results/generation/samples_grid.png",
+    params:
+        p=stage("merge_generated"),
+    log:
+        "logs/generation/merge.log",
+    conda:
+        "../envs/flexseg.yaml"
+    shell:
+        "{PY} generation.merge --params {params.p:q} --shards {input} --out {output.manifest} "
+        "--grid {output.grid} > {log} 2>&1"

@@ -1,0 +1,34 @@
+# Rare-class sampling: per-image class statistics, then the rare-class source subset.
+
+
+rule class_stats:
+    input:
+        demo_world(),
+    output:
+        "results/rcs/class_stats.json",
+    params:
+        p=stage("class_stats"),
+    log:
+        "logs/rcs/class_stats.log",
+    benchmark:
+        "benchmarks/rcs/class_stats.tsv"
+    threads: config["rcs"]["workers"]
+    conda:
+        "../envs/flexseg.yaml"
+    shell:
+        "{PY} flexseg.data.rcs stats --params {params.p:q} --out {output} > {log} 2>&1"
+
+
+rule rcs_subset:
+    input:
+        "results/rcs/class_stats.json",
+    output:
+        "results/rcs/source_subset.csv",
+    params:
+        p=stage("rcs_subset"),
+    log:
+        "logs/rcs/subset.log",
+    conda:
+        "../envs/flexseg.yaml"
+    shell:
+        "{PY} flexseg.data.rcs subset --params {params.p:q} --stats {input} --out {output} > {log} 2>&1"

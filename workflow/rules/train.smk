@@ -1,0 +1,25 @@
+# One training job per (experiment, model, seed). Checkpoints beside the outputs survive a kill.
+
+
+rule train:
+    input:
+        data_list,
+    output:
+        model="results/train/{experiment}/{model}/seed{seed}/model.pt",
+        log_csv="results/train/{experiment}/{model}/seed{seed}/loss_log.csv",
+    params:
+        p=stage("train"),
+        nproc=config["training"]["nproc"],
+    log:
+        "logs/train/{experiment}/{model}/seed{seed}.log",
+    benchmark:
+        "benchmarks/train/{experiment}/{model}/seed{seed}.tsv"
+    threads: config["training"]["threads"]
+    resources:
+        gpu=config["training"]["nproc"],
+    conda:
+        "../envs/flexseg.yaml"
+    shell:
+        "{PY} flexseg.train --params {params.p:q} --data {input} --nproc {params.nproc} "
+        "--out-dir results/train/{wildcards.experiment}/{wildcards.model}/seed{wildcards.seed} "
+        "> {log} 2>&1"
