@@ -1,11 +1,13 @@
 # FLEX-Seg: RCS crops -> diffusion generation -> combined dataset -> training -> evaluation -> tables.
 # The demo default runs with no data and no weights; the paper's runs: --configfile config/paper/<run>.yaml
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
 
 
 include: "workflow/rules/common.smk"

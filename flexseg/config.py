@@ -123,6 +123,21 @@ def _check_references(config: dict[str, Any], source: str) -> None:
                 f"invalid {source}: evaluation.datasets names {name!r}, which is not a key of "
                 f"datasets (known: {sorted(config['datasets'])})"
             )
+    for name in config["run"].get("ablations", {}).get("experiments", []):
+        if name not in config["experiments"]:
+            raise ConfigError(f"invalid {source}: run.ablations.experiments names unknown {name!r}")
+    for name in config["run"].get("ablations", {}).get("models", []):
+        if name not in config["models"]:
+            raise ConfigError(f"invalid {source}: run.ablations.models names unknown {name!r}")
+    training_schema = load_schema()["properties"]["training"]
+    for name, model in config["models"].items():
+        merged = deep_merge(config["training"], model.get("training", {}))
+        errors = list(jsonschema.Draft202012Validator(training_schema).iter_errors(merged))
+        if errors:
+            key = ".".join(str(p) for p in errors[0].absolute_path) or "<section>"
+            raise ConfigError(
+                f"invalid {source}: models.{name}.training.{key}: {errors[0].message}"
+            )
     if config["source"] not in config["datasets"]:
         raise ConfigError(f"invalid {source}: source {config['source']!r} is not a key of datasets")
 
@@ -173,10 +188,11 @@ def stage_params(config: Mapping[str, Any], stage: str, **wildcards: Any) -> dic
     if stage == "train":
         exp = wildcards["experiment"]
         model = wildcards["model"]
+        model_cfg = {k: v for k, v in c["models"][model].items() if k != "training"}
         return {
             "experiment": {"name": exp, **c["experiments"][exp]},
-            "model": {"name": model, **c["models"][model]},
-            "training": c["training"],
+            "model": {"name": model, **model_cfg},
+            "training": deep_merge(c["training"], c["models"][model].get("training", {})),
             "seed": int(wildcards["seed"]),
         }
     if stage == "evaluate":

@@ -1,4 +1,5 @@
 # Helpers shared by the rules: config validation, stage params, the lists of runs and datasets.
+import os
 import sys
 from pathlib import Path
 
@@ -20,7 +21,6 @@ wildcard_constraints:
     shard=r"\d{3}",
 
 
-PY = "python -m"
 DEMO = config["mode"] == "demo"
 DEMO_WORLD = f"{config['demo']['root']}/world.json"
 SHARDS = [f"{k:03d}" for k in range(config["generation"]["jobs"]["shards"])]
@@ -44,9 +44,26 @@ def demo_models():
 
 
 def runs():
-    """(experiment, model, seed) of every training run."""
+    """(experiment, model, seed) of every training run: the main grid, then Table 2's ablations."""
     r = config["run"]
-    return [(e, m, s) for e in r["experiments"] for m in r["models"] for s in r["seeds"]]
+    grid = [(e, m, s) for e in r["experiments"] for m in r["models"] for s in r["seeds"]]
+    abl = r.get("ablations", {})
+    extra = [(e, m, s) for e in abl.get("experiments", []) for m in abl.get("models", []) for s in r["seeds"]]
+    return grid + [run for run in extra if run not in grid]
+
+
+def check_dataset_roots():
+    """Real mode: every dataset the DAG reads must exist now, not hours later in a job."""
+    if DEMO:
+        return
+    used = {config["source"], *config["evaluation"]["datasets"]}
+    for name in sorted(used):
+        root = Path(config["datasets"][name]["root"])
+        if not root.is_dir():
+            raise WorkflowError(f"datasets.{name}.root: folder not found: {root}")
+
+
+check_dataset_roots()
 
 
 def run_dir(e, m, s):
@@ -70,6 +87,6 @@ def final_outputs():
     out = ["results/table.csv", "results/table.md", "results/tables/long.csv"]
     if DEMO:
         out.append("results/demo/world_grid.png")
-    if any(config["experiments"][e]["data"] != "source" for e in config["run"]["experiments"]):
+    if any(config["experiments"][e]["data"] != "source" for e, _, _ in runs()):
         out.append("results/generation/samples_grid.png")
     return out

@@ -13,7 +13,7 @@ rule dataset_source:
     conda:
         "../envs/flexseg.yaml"
     shell:
-        "{PY} flexseg.data.combined source --params {params.p:q} --out {output} > {log} 2>&1"
+        "python -m flexseg.data.combined source --params {params.p:q} --out {output} > {log} 2>&1"
 
 
 rule dataset_generated:
@@ -28,7 +28,7 @@ rule dataset_generated:
     conda:
         "../envs/flexseg.yaml"
     shell:
-        "{PY} flexseg.data.combined generated --params {params.p:q} --generated {input} "
+        "python -m flexseg.data.combined generated --params {params.p:q} --generated {input} "
         "--out {output} > {log} 2>&1"
 
 
@@ -45,5 +45,5 @@ rule dataset_combined:
     conda:
         "../envs/flexseg.yaml"
     shell:
-        "{PY} flexseg.data.combined combined --params {params.p:q} --subset {input.subset} "
+        "python -m flexseg.data.combined combined --params {params.p:q} --subset {input.subset} "
         "--generated {input.generated} --out {output} > {log} 2>&1"

@@ -7,7 +7,7 @@ rule render_demo:
         grid="results/demo/world_grid.png",
     params:
         p=stage("render_demo"),
-        root=config["demo"]["root"],
+        root=lambda wildcards, output: os.path.dirname(output.world),
     log:
         "logs/demo/render.log",
     benchmark:
@@ -16,5 +16,5 @@ rule render_demo:
     conda:
         "../envs/flexseg.yaml"
     shell:
-        "{PY} flexseg.data.demo_world --params {params.p:q} --out {params.root} "
+        "python -m flexseg.data.demo_world --params {params.p:q} --out {params.root} "
         "--grid {output.grid} --workers {threads} > {log} 2>&1"

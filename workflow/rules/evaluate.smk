@@ -25,6 +25,6 @@ rule evaluate:
     conda:
         "../envs/flexseg.yaml"
     shell:
-        "{PY} flexseg.evaluate --params {params.p:q} --checkpoint {input.model} "
+        "python -m flexseg.evaluate --params {params.p:q} --checkpoint {input.model} "
         "--out-dir results/evaluate/{wildcards.experiment}/{wildcards.model}/seed{wildcards.seed}/{wildcards.dataset} "
         "> {log} 2>&1"

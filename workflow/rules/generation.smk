@@ -13,17 +13,17 @@ rule generation_jobs:
     conda:
         "../envs/flexseg.yaml"
     shell:
-        "{PY} generation.jobs --params {params.p:q} --stats {input} --out {output} > {log} 2>&1"
+        "python -m generation.jobs --params {params.p:q} --stats {input} --out {output} > {log} 2>&1"
 
 
 rule demo_generator_prior:
     input:
-        DEMO_WORLD,
+        world=DEMO_WORLD,
     output:
         directory(f"{DEMO_MODEL}/prior"),
     params:
         p=stage("demo_generator"),
-        root=config["demo"]["root"],
+        root=lambda wildcards, input: os.path.dirname(input.world),
     log:
         "logs/generation/demo_prior.log",
     benchmark:
@@ -34,7 +34,7 @@ rule demo_generator_prior:
     conda:
         "../envs/flexseg.yaml"
     shell:
-        "{PY} generation.demo_model prior --params {params.p:q} --world {params.root} "
+        "python -m generation.demo_model prior --params {params.p:q} --world {params.root} "
         "--out {output} > {log} 2>&1"
 
 
@@ -46,7 +46,7 @@ rule demo_generator_source:
         directory(f"{DEMO_MODEL}/source_unet"),
     params:
         p=stage("demo_generator"),
-        root=config["demo"]["root"],
+        root=lambda wildcards, input: os.path.dirname(input.world),
     log:
         "logs/generation/demo_source.log",
     benchmark:
@@ -57,7 +57,7 @@ rule demo_generator_source:
     conda:
         "../envs/flexseg.yaml"
     shell:
-        "{PY} generation.demo_model source --params {params.p:q} --world {params.root} "
+        "python -m generation.demo_model source --params {params.p:q} --world {params.root} "
         "--prior {input.prior} --out {output} > {log} 2>&1"
 
 
@@ -70,7 +70,7 @@ rule demo_generator_controlnet:
         directory(f"{DEMO_MODEL}/controlnet"),
     params:
         p=stage("demo_generator"),
-        root=config["demo"]["root"],
+        root=lambda wildcards, input: os.path.dirname(input.world),
     log:
         "logs/generation/demo_controlnet.log",
     benchmark:
@@ -81,7 +81,7 @@ rule demo_generator_controlnet:
     conda:
         "../envs/flexseg.yaml"
     shell:
-        "{PY} generation.demo_model controlnet --params {params.p:q} --world {params.root} "
+        "python -m generation.demo_model controlnet --params {params.p:q} --world {params.root} "
         "--prior {input.prior} --source-unet {input.source_unet} --out {output} > {log} 2>&1"
 
 
@@ -106,7 +106,7 @@ rule generate_shard:
     conda:
         "../envs/flexseg.yaml"
     shell:
-        "{PY} generation.shard --params {params.p:q} --jobs {input.jobs} --shard {wildcards.shard} "
+        "python -m generation.shard --params {params.p:q} --jobs {input.jobs} --shard {wildcards.shard} "
         "--num-shards {params.shards} {params.models} --out-dir results/generation/shards/{wildcards.shard} "
         "> {log} 2>&1"
 
@@ -124,5 +124,5 @@ rule merge_generated:
     conda:
         "../envs/flexseg.yaml"
     shell:
-        "{PY} generation.merge --params {params.p:q} --shards {input} --out {output.manifest} "
+        "python -m generation.merge --params {params.p:q} --shards {input} --out {output.manifest} "
         "--grid {output.grid} > {log} 2>&1"

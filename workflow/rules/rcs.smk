@@ -16,7 +16,7 @@ rule class_stats:
     conda:
         "../envs/flexseg.yaml"
     shell:
-        "{PY} flexseg.data.rcs stats --params {params.p:q} --out {output} > {log} 2>&1"
+        "python -m flexseg.data.rcs stats --params {params.p:q} --out {output} > {log} 2>&1"
 
 
 rule rcs_subset:
@@ -31,4 +31,4 @@ rule rcs_subset:
     conda:
         "../envs/flexseg.yaml"
     shell:
-        "{PY} flexseg.data.rcs subset --params {params.p:q} --stats {input} --out {output} > {log} 2>&1"
+        "python -m flexseg.data.rcs subset --params {params.p:q} --stats {input} --out {output} > {log} 2>&1"

@@ -15,5 +15,5 @@ rule tables:
     conda:
         "../envs/flexseg.yaml"
     shell:
-        "{PY} flexseg.tables --params {params.p:q} --metrics {input} --out-dir results "
+        "python -m flexseg.tables --params {params.p:q} --metrics {input} --out-dir results "
         "> {log} 2>&1"

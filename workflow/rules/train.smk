@@ -20,6 +20,6 @@ rule train:
     conda:
         "../envs/flexseg.yaml"
     shell:
-        "{PY} flexseg.train --params {params.p:q} --data {input} --nproc {params.nproc} "
+        "python -m flexseg.train --params {params.p:q} --data {input} --nproc {params.nproc} "
         "--out-dir results/train/{wildcards.experiment}/{wildcards.model}/seed{wildcards.seed} "
         "> {log} 2>&1"
