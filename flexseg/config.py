@@ -167,11 +167,17 @@ def stage_params(config: Mapping[str, Any], stage: str, **wildcards: Any) -> dic
     if stage == "render_demo":
         return {"demo": c["demo"]}
     if stage == "class_stats":
-        return {"source": dataset_entry(c, c["source"]), "workers": c["rcs"]["workers"]}
+        # Not rcs.workers (passed as the rule's threads): the process count does not change the stats.
+        return {"source": dataset_entry(c, c["source"])}
     if stage == "rcs_subset":
-        return {"rcs": c["rcs"]}
+        # Not rcs.workers: the process count does not change the subset.
+        keys = ("temperature", "min_pixels", "subset_size", "seed")
+        return {"rcs": {k: c["rcs"][k] for k in keys}}
     if stage == "generation_jobs":
-        return {"rcs": {"temperature": c["rcs"]["temperature"]}, "jobs": c["generation"]["jobs"]}
+        # Not jobs.shards: how the table is split later does not change it.
+        jobs = {k: v for k, v in c["generation"]["jobs"].items() if k != "shards"}
+        rcs = {k: c["rcs"][k] for k in ("temperature", "min_pixels")}
+        return {"rcs": rcs, "jobs": jobs, "prompt": c["generation"]["prompt"]}
     if stage == "demo_generator":
         return {"demo_generator": c["generation"]["demo_generator"], "demo": c["demo"]}
     if stage == "generate":
@@ -209,7 +215,9 @@ def stage_params(config: Mapping[str, Any], stage: str, **wildcards: Any) -> dic
 
 def params_json(config: Mapping[str, Any], stage: str, **wildcards: Any) -> str:
     """``stage_params`` as compact, key-sorted JSON (stable text for Snakemake's params check)."""
-    return json.dumps(stage_params(config, stage, **wildcards), sort_keys=True, separators=(",", ":"))
+    return json.dumps(
+        stage_params(config, stage, **wildcards), sort_keys=True, separators=(",", ":")
+    )
 
 
 def read_params(text_or_path: str) -> dict[str, Any]:

@@ -39,6 +39,10 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp creates the file owner-only; give it the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -124,7 +128,9 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
     return arr
 
 
-def write_label(path: str | os.PathLike, label: np.ndarray, palette: np.ndarray | None = None) -> None:
+def write_label(
+    path: str | os.PathLike, label: np.ndarray, palette: np.ndarray | None = None
+) -> None:
     """Write a uint8 id map as PNG, optionally palettized (as GTA5 and Mapillary ship theirs)."""
     from PIL import Image
 

@@ -11,12 +11,13 @@ rule class_stats:
     log:
         "logs/rcs/class_stats.log",
     benchmark:
-        "benchmarks/rcs/class_stats.tsv"
+        "results/benchmarks/rcs/class_stats.tsv"
     threads: config["rcs"]["workers"]
     conda:
         "../envs/flexseg.yaml"
     shell:
-        "python -m flexseg.data.rcs stats --params {params.p:q} --out {output} > {log} 2>&1"
+        "python -m flexseg.data.rcs stats --params {params.p:q} --out {output} --workers {threads} "
+        "> {log} 2>&1"
 
 
 rule rcs_subset:

@@ -1,0 +1,161 @@
+"""The workflow as a user drives it: dry runs, lint, config errors, the paper's plan."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(
+    *args: str, cwd: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
+    cmd = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), *args]
+    if cwd is not None:
+        cmd += ["--directory", str(cwd)]
+    proc = subprocess.run(cmd, cwd=cwd or REPO, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Parse the 'Job stats' table of a dry run."""
+    counts: dict[str, int] = {}
+    in_table = False
+    for line in output.splitlines():
+        if line.startswith("job ") and "count" in line:
+            in_table = True
+            continue
+        if in_table:
+            m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+            if m:
+                counts[m.group(1)] = int(m.group(2))
+            elif line.strip().startswith("total"):
+                break
+    return counts
+
+
+def test_demo_dry_run_plans_every_stage(tmp_path):
+    proc = snakemake("-n", "--cores", "8", "all", cwd=tmp_path)
+    counts = job_counts(proc.stdout)
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    runs = (
+        len(config["run"]["experiments"])
+        * len(config["run"]["models"])
+        * len(config["run"]["seeds"])
+    )
+    assert counts["render_demo"] == 1
+    assert counts["generate_shard"] == config["generation"]["jobs"]["shards"]
+    assert counts["train"] == runs
+    assert counts["evaluate"] == runs * len(config["evaluation"]["datasets"])
+    for rule in ("class_stats", "rcs_subset", "generation_jobs", "merge_generated", "tables"):
+        assert counts[rule] == 1, rule
+
+
+def test_lint_is_clean():
+    proc = snakemake("--lint", check=False)
+    assert "Congratulations" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ({"training": {"iteratons": 5}}, "iteratons"),
+        ({"evaluation": {"stride": "wide"}}, "evaluation.stride"),
+        ({"run": {"experiments": ["flexseg", "nonesuch"]}}, "nonesuch"),
+    ],
+)
+def test_bad_config_stops_with_the_key_named(tmp_path, override, key):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(override))
+    proc = snakemake(
+        "-n", "--cores", "1", "all", "--configfile", str(bad), cwd=tmp_path, check=False
+    )
+    assert proc.returncode != 0
+    assert key in proc.stdout + proc.stderr
+
+
+def fake_real_tree(root: Path) -> None:
+    for name in ("gta", "cityscapes", "bdd100k", "mapillary", "acdc", "dark_zurich"):
+        (root / "data" / name).mkdir(parents=True)
+
+
+def test_paper_config_plans_the_full_experiment(tmp_path):
+    fake_real_tree(tmp_path)
+    proc = snakemake(
+        "-n",
+        "--cores",
+        "8",
+        "all",
+        "--configfile",
+        str(REPO / "config/paper/gta_to_five.yaml"),
+        cwd=tmp_path,
+    )
+    counts = job_counts(proc.stdout)
+    assert "render_demo" not in counts
+    assert "demo_generator_prior" not in counts
+    assert counts["generate_shard"] == 50  # 10,000 images in 50 shards
+    # 3 methods x 3 seeds x 3 backbones, plus 3 ablations x 3 seeds on DAFormer MiT-B5
+    assert counts["train"] == 27 + 9
+    assert counts["evaluate"] == (27 + 9) * 5
+    jobs = yaml.safe_load((REPO / "config/paper/gta_to_five.yaml").read_text())["generation"][
+        "jobs"
+    ]
+    assert jobs["num_images"] == 10000
+
+
+def test_one_backbone_override(tmp_path):
+    fake_real_tree(tmp_path)
+    proc = snakemake(
+        "-n",
+        "--cores",
+        "8",
+        "all",
+        "--configfile",
+        str(REPO / "config/paper/gta_to_five.yaml"),
+        str(REPO / "config/paper/hrda_r101.yaml"),
+        cwd=tmp_path,
+    )
+    counts = job_counts(proc.stdout)
+    assert counts["train"] == 9
+    assert counts["evaluate"] == 45
+
+
+def test_missing_dataset_root_is_named(tmp_path):
+    fake_real_tree(tmp_path)
+    (tmp_path / "data" / "bdd100k").rmdir()
+    proc = snakemake(
+        "-n",
+        "--cores",
+        "1",
+        "all",
+        "--configfile",
+        str(REPO / "config/paper/gta_to_five.yaml"),
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "datasets.bdd100k.root" in proc.stdout + proc.stderr
+
+
+def test_slurm_profile_dry_run(tmp_path):
+    fake_real_tree(tmp_path)
+    proc = snakemake(
+        "-n",
+        "all",
+        "--profile",
+        str(REPO / "workflow/profiles/slurm"),
+        "--configfile",
+        str(REPO / "config/paper/gta_to_five.yaml"),
+        cwd=tmp_path,
+    )
+    counts = job_counts(proc.stdout)
+    assert counts["generate_shard"] == 50
