@@ -1,0 +1,306 @@
+"""Granular Adaptive Prototypes (GAP), Eqs. 3-6: a (class x granularity) bank of boundary
+prototypes, updated pixel by pixel with momentum, and a weighted prototype InfoNCE loss.
+
+    B_g       = Dilate(M_d, k_g) - Erode(M_d, k_g),  k_g in (3, 5, 7)                 (Eq. 3)
+    p_{c,g}  <- m p_{c,g} + (1 - m) f                 for each boundary pixel, in turn  (Eq. 4)
+    L_GAP     = -(1/N) sum_i w_{c_i,g_i} log softmax_{(c',g')}(<f_i, p_{c',g'}> / tau)[c_i,g_i]
+                                                                                          (Eq. 5)
+    w_{c,g}   = (max(u) + 1) / (u_{c,g} + 1) / Z,  Z such that max w = 1                  (Eq. 6)
+
+The total objective (Eq. 9) is L_UBE + lambda_gap L_GAP with lambda_gap = 0.5; the trainer adds
+the terms (it also weights the UBE terms of HRDA's several outputs).
+
+Decisions the paper leaves open:
+
+* Granularity of a pixel. The masks of growing kernels are nested (thin within medium within
+  thick), while Eq. 5 gives every boundary pixel a single coordinate (c_i, g_i). Each pixel is
+  assigned to its finest granularity, so the three granularities are disjoint bands at distance
+  1, 2 and 3 (feature pixels) from the nearest other class.
+* Pixel order of Eq. 4: batch, then raster order (row by row) at the feature resolution, each
+  pixel once; in DDP the processes' pixels are concatenated rank by rank first. The vectorized
+  update equals this sequential loop: a prototype receiving f_1..f_n becomes
+  m^n p_0 + (1 - m) sum_k m^(n-k) f_k, the powers taken from each pixel's rank in its group
+  (no division by m^k, so nothing overflows; m^n may underflow to 0, which is exact enough).
+* Features are L2-normalized before the update: Eq. 5 compares directions (cosine), and the
+  EMA should not let pixels with large activations dominate a prototype.
+* Initialization: a prototype with u = 0 takes the first feature assigned to it, then continues
+  with Eq. 4 (a momentum update from a zero vector would keep a prototype near 0 for ~1/(1-m)
+  pixels).
+* Order of loss and update: the loss uses the bank as it was before this batch, and the bank is
+  then updated with detached features. Prototypes never receive gradients.
+* Prototypes that were never updated (u = 0) have no direction: they are left out of the softmax
+  denominator, and pixels whose own prototype is uninitialized are left out of the loss and of N.
+  With no boundary pixel left the loss is an exact zero that still belongs to the graph.
+* Eq. 6 is computed over the initialized prototypes (those that can appear in the loss) with
+  the counts from before the update; Z = max over them, so the least-updated prototype gets 1.
+  Note the consequence of the paper's formula: as counts grow, a frequent prototype's weight
+  falls like (min u + 1) / (u + 1).
+* The label goes to the feature resolution by a majority vote per cell (``downsample_labels``).
+* The bank lives outside the segmentor: it is saved with the checkpoint via its buffers
+  (``state_dict``). In DDP every process gathers all processes' boundary features
+  (``gather_for_update``) and applies the same update, so the banks stay identical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from flexseg.labels import IGNORE_INDEX, NUM_CLASSES
+from flexseg.losses.boundary import downsample_labels, granularity_masks
+
+
+@dataclass
+class UpdateBatch:
+    """Boundary features and their prototype coordinates, in update order."""
+
+    features: torch.Tensor  # (N, D)
+    classes: torch.Tensor  # (N,) int64
+    grans: torch.Tensor  # (N,) int64
+
+
+@dataclass
+class GAPResult:
+    loss: torch.Tensor  # scalar, differentiable
+    num_pixels: int  # boundary pixels that entered the loss (N of Eq. 5)
+    num_boundary: int  # boundary pixels found in this process's batch (all used for the update)
+
+
+class PrototypeBank(nn.Module):
+    """The C x G x D prototypes p_{c,g} and their update counts u_{c,g}, as buffers."""
+
+    def __init__(self, num_classes: int, num_granularities: int = 3, dim: int = 256) -> None:
+        super().__init__()
+        if num_classes < 1 or num_granularities < 1 or dim < 1:
+            raise ValueError(
+                f"PrototypeBank needs positive sizes, got num_classes={num_classes}, "
+                f"num_granularities={num_granularities}, dim={dim}"
+            )
+        self.num_classes = num_classes
+        self.num_granularities = num_granularities
+        self.dim = dim
+        self.register_buffer("prototypes", torch.zeros(num_classes, num_granularities, dim))
+        self.register_buffer(
+            "counts", torch.zeros(num_classes, num_granularities, dtype=torch.long)
+        )
+
+    @property
+    def initialized(self) -> torch.Tensor:
+        """(C, G) bool: prototypes that have received at least one feature."""
+        return self.counts > 0
+
+    def _check_rows(
+        self, features: torch.Tensor, classes: torch.Tensor, grans: torch.Tensor
+    ) -> None:
+        n = features.shape[0]
+        if features.dim() != 2 or features.shape[1] != self.dim:
+            raise ValueError(f"features must be (N, {self.dim}), got {tuple(features.shape)}")
+        if tuple(classes.shape) != (n,) or tuple(grans.shape) != (n,):
+            raise ValueError(
+                f"classes {tuple(classes.shape)} and grans {tuple(grans.shape)} must be ({n},)"
+            )
+        if n == 0:
+            return
+        for name, values, limit in (
+            ("class", classes, self.num_classes),
+            ("granularity", grans, self.num_granularities),
+        ):
+            bad = (values < 0) | (values >= limit)
+            if bool(bad.any()):
+                raise ValueError(
+                    f"{name} index {int(values[bad][0])} is outside the prototype bank (0..{limit - 1})"
+                )
+
+    @torch.no_grad()
+    def update(
+        self,
+        features: torch.Tensor,
+        classes: torch.Tensor,
+        grans: torch.Tensor,
+        momentum: float,
+    ) -> None:
+        """Eq. 4 for every row of ``features`` in the given order (vectorized), counts u += n.
+
+        In DDP pass the gathered rows of all processes, rank-major (``gather_for_update``).
+        """
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must lie in [0, 1], got {momentum}")
+        self._check_rows(features, classes, grans)
+        n_rows = features.shape[0]
+        if n_rows == 0:
+            return
+        dtype, device = self.prototypes.dtype, self.prototypes.device
+        groups = self.num_classes * self.num_granularities
+        feats = F.normalize(features.detach().to(device=device, dtype=dtype), dim=1)
+        gid = classes.to(device).long() * self.num_granularities + grans.to(device).long()
+
+        n_per_group = torch.bincount(gid, minlength=groups)
+        order = torch.argsort(gid, stable=True)
+        starts = torch.cumsum(n_per_group, 0) - n_per_group
+        rank = torch.empty_like(gid)
+        rank[order] = torch.arange(n_rows, device=device) - starts[gid[order]]
+        later = n_per_group[gid] - 1 - rank  # pixels of the same prototype after this one
+
+        m = torch.tensor(momentum, dtype=torch.float64, device=device)
+        was_init = self.counts.reshape(-1) > 0
+        decay = m ** later.double()
+        seeds_prototype = (rank == 0) & ~was_init[gid]
+        coef = torch.where(seeds_prototype, decay, (1.0 - m) * decay).to(dtype)
+        # A (groups x N) mixing matrix and one matmul: deterministic on GPU (no atomics), so
+        # every DDP process computes bit-identical prototypes from the same gathered rows.
+        mix = torch.zeros(groups, n_rows, dtype=dtype, device=device)
+        mix[gid, torch.arange(n_rows, device=device)] = coef
+        keep = torch.where(was_init, m ** n_per_group.double(), torch.zeros_like(m)).to(dtype)
+        flat = self.prototypes.view(groups, self.dim)
+        flat.copy_(keep[:, None] * flat + mix @ feats)
+        self.counts += n_per_group.view_as(self.counts)
+
+
+def imbalance_weights(counts: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 6: w = (max u + 1) / (u + 1), divided by its maximum so that max w = 1.
+
+    ``active`` (bool, like ``counts``) restricts max u and the normalization to some prototypes
+    (GAP passes the initialized ones); inactive entries get weight 0. Returns float64.
+    """
+    u = counts.to(torch.float64)
+    if active is None:
+        active = torch.ones_like(u, dtype=torch.bool)
+    if active.shape != u.shape:
+        raise ValueError(f"active {tuple(active.shape)} must match counts {tuple(u.shape)}")
+    if not bool(active.any()):
+        return torch.zeros_like(u)
+    if bool((u[active] < 0).any()):
+        raise ValueError("update counts must be non-negative")
+    raw = (u[active].max() + 1.0) / (u + 1.0)
+    weights = raw / raw[active].max()
+    return torch.where(active, weights, torch.zeros_like(weights))
+
+
+def prototype_info_nce(
+    features: torch.Tensor,
+    classes: torch.Tensor,
+    grans: torch.Tensor,
+    bank: PrototypeBank,
+    temperature: float = 0.07,
+) -> GAPResult:
+    """Eq. 5 for boundary features (N, D) with coordinates (classes, grans), against the bank as
+    it is now (no update). Uninitialized prototypes are masked out, see the module notes."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    bank._check_rows(features, classes, grans)
+    total = features.shape[0]
+    initialized = bank.initialized.reshape(-1).to(classes.device)
+    gid = classes.long() * bank.num_granularities + grans.long()
+    keep = initialized[gid]
+    num = int(keep.sum())
+    if num == 0:
+        return GAPResult(loss=features.sum() * 0.0, num_pixels=0, num_boundary=total)
+    # float32 at least (autocast may hand in bf16 features); float64 stays float64.
+    compute = torch.promote_types(features.dtype, torch.float32)
+    feats = F.normalize(features[keep].to(compute), dim=1)
+    protos = bank.prototypes.reshape(-1, bank.dim).detach().to(feats.device, compute)
+    protos = F.normalize(protos, dim=1)
+    logits = feats @ protos.t() / temperature
+    logits = logits.masked_fill(~initialized[None, :], float("-inf"))
+    log_prob = F.log_softmax(logits, dim=1)
+    target = gid[keep]
+    weights = imbalance_weights(bank.counts, bank.initialized).reshape(-1).to(feats.device, compute)
+    picked = log_prob.gather(1, target[:, None]).squeeze(1)
+    loss = -(weights[target] * picked).sum() / num
+    return GAPResult(loss=loss, num_pixels=num, num_boundary=total)
+
+
+def boundary_features(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    kernels: Sequence[int] = (3, 5, 7),
+    num_classes: int = NUM_CLASSES,
+    ignore_index: int = IGNORE_INDEX,
+) -> UpdateBatch:
+    """The boundary pixels of Eq. 3 at the feature resolution, each with its class and finest
+    granularity, in batch-then-raster order. ``features`` keep their gradient."""
+    if features.dim() != 4:
+        raise ValueError(f"features must be (B, D, h, w), got shape {tuple(features.shape)}")
+    if labels.dim() != 3 or labels.shape[0] != features.shape[0]:
+        raise ValueError(
+            f"labels must be (B, H, W) with B = {features.shape[0]}, got {tuple(labels.shape)}"
+        )
+    kernels = list(kernels)
+    if any(b <= a for a, b in zip(kernels, kernels[1:], strict=False)):
+        raise ValueError(f"GAP kernels must be strictly increasing (thin to thick), got {kernels}")
+    size = (features.shape[2], features.shape[3])
+    small = downsample_labels(labels, size, num_classes=num_classes, ignore_index=ignore_index)
+    masks = granularity_masks(small, kernels, ignore_index=ignore_index)
+    finest = masks.to(torch.uint8).argmax(dim=1)  # the first (thinnest) mask holding the pixel
+    b, y, x = masks.any(dim=1).nonzero(as_tuple=True)  # lexicographic = batch, then raster
+    return UpdateBatch(
+        features=features.permute(0, 2, 3, 1)[b, y, x],
+        classes=small[b, y, x],
+        grans=finest[b, y, x],
+    )
+
+
+def gather_for_update(
+    features: torch.Tensor, classes: torch.Tensor, grans: torch.Tensor
+) -> UpdateBatch:
+    """All processes' (features, classes, grans), concatenated rank by rank.
+
+    Without an initialized process group (or with one process) the inputs come back as they are.
+    Row counts may differ between processes: rows are padded to the longest for all_gather and
+    cut back afterwards. Collective: every process must call it.
+    """
+    features = features.detach()
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return UpdateBatch(features=features, classes=classes, grans=grans)
+    world = dist.get_world_size()
+    device = features.device
+    count = torch.tensor([features.shape[0]], dtype=torch.long, device=device)
+    counts = [torch.zeros_like(count) for _ in range(world)]
+    dist.all_gather(counts, count)
+    sizes = [int(c) for c in counts]
+    longest = max(sizes)
+    dim = features.shape[1]
+    padded = features.new_zeros(longest, dim)
+    padded[: sizes[dist.get_rank()]] = features
+    ids = torch.zeros(longest, 2, dtype=torch.long, device=device)
+    ids[: sizes[dist.get_rank()]] = torch.stack([classes.long(), grans.long()], dim=1)
+    all_feats = [torch.empty_like(padded) for _ in range(world)]
+    all_ids = [torch.empty_like(ids) for _ in range(world)]
+    dist.all_gather(all_feats, padded.contiguous())
+    dist.all_gather(all_ids, ids)
+    feats = torch.cat([f[:n] for f, n in zip(all_feats, sizes, strict=True)])
+    coords = torch.cat([i[:n] for i, n in zip(all_ids, sizes, strict=True)])
+    return UpdateBatch(features=feats, classes=coords[:, 0], grans=coords[:, 1])
+
+
+def gap_loss(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    bank: PrototypeBank,
+    kernels: Sequence[int] = (3, 5, 7),
+    temperature: float = 0.07,
+    momentum: float = 0.99,
+    update: bool = True,
+    ignore_index: int = IGNORE_INDEX,
+) -> GAPResult:
+    """L_GAP (Eq. 5) for decoder features (B, D, h, w) and full-resolution labels (B, H, W),
+    computed against the bank as it was before this batch; then, if ``update``, the bank takes
+    this batch's (in DDP: all processes') boundary features by Eq. 4."""
+    if len(kernels) != bank.num_granularities:
+        raise ValueError(
+            f"{len(kernels)} GAP kernels {list(kernels)} for a bank of "
+            f"{bank.num_granularities} granularities"
+        )
+    if features.dim() == 4 and features.shape[1] != bank.dim:
+        raise ValueError(f"features have {features.shape[1]} channels, the bank {bank.dim}")
+    pixels = boundary_features(features, labels, kernels, bank.num_classes, ignore_index)
+    result = prototype_info_nce(pixels.features, pixels.classes, pixels.grans, bank, temperature)
+    if update:
+        batch = gather_for_update(pixels.features, pixels.classes, pixels.grans)
+        bank.update(batch.features, batch.classes, batch.grans, momentum)
+    return result
