@@ -9,6 +9,7 @@ rule evaluate:
         metrics="results/evaluate/{experiment}/{model}/seed{seed}/{dataset}/metrics.json",
         panels=report(
             "results/evaluate/{experiment}/{model}/seed{seed}/{dataset}/panels.png",
+            caption="../report/panels.rst",
             category="Qualitative",
             subcategory="{dataset}",
             labels={"run": "{experiment} {model} seed {seed}", "dataset": "{dataset}"},
@@ -18,13 +19,13 @@ rule evaluate:
     log:
         "logs/evaluate/{experiment}/{model}/seed{seed}/{dataset}.log",
     benchmark:
-        "benchmarks/evaluate/{experiment}/{model}/seed{seed}/{dataset}.tsv"
+        "results/benchmarks/evaluate/{experiment}/{model}/seed{seed}/{dataset}.tsv"
     threads: 1
     resources:
         gpu=1,
     conda:
         "../envs/flexseg.yaml"
     shell:
-        "python -m flexseg.evaluate --params {params.p:q} --checkpoint {input.model} "
+        "python -m flexseg.evaluate --params {params.p:q} --checkpoint {input.model} --threads {threads} "
         "--out-dir results/evaluate/{wildcards.experiment}/{wildcards.model}/seed{wildcards.seed}/{wildcards.dataset} "
         "> {log} 2>&1"

@@ -1,0 +1,336 @@
+"""Evaluate one trained run on one dataset: mIoU, per-class IoU, per-condition mIoU, boundary vs
+interior error (the paper's Fig. 1), and qualitative panels.
+
+``python -m flexseg.evaluate --params P --checkpoint model.pt --out-dir DIR`` with
+P = {"evaluation": {mode, window, stride, batch_size, scale, boundary_kernel, panels, device},
+"dataset": {name, format, root, split, conditions}} writes ``DIR/metrics.json`` and
+``DIR/panels.png``.
+
+The protocol is DAFormer/HRDA's single-scale test (``flexseg.inference``: keep-ratio resize
+into ``scale`` x the model's ``test_scale_factor``, sliding window or whole image, softmax,
+bilinear to the ground-truth size, argmax; ``window`` and ``stride`` are scaled by the same
+factor, so HRDA slides 1024 px windows with stride 512 over its 2x test images, its ``.sl``
+test mode, while DAFormer slides 512 / 256) with the scores of ``flexseg.metrics``: one confusion
+matrix over the whole split, mIoU = 100 x nan-mean of per-class IoU; per-condition mIoU from one
+matrix per condition (ACDC's fog / night / rain / snow); the boundary region is Eq. 1 on the
+ground truth with ``boundary_kernel`` for both dilation and erosion.
+
+Decisions: per-class IoU and the error rates are written in percent; undefined values (a class
+absent from ground truth and prediction, a region without pixels) are JSON ``null``. The panel
+images are spread evenly over the split (the first images of ACDC would all be fog), each tile
+scaled to a fixed height. Images are read up to two ahead on a background thread, so decoding
+overlaps the forward pass; the queue is bounded so large splits never sit in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from flexseg.config import ConfigError, add_params_arguments, params_from_args
+from flexseg.figures import panel_row, write_panels
+from flexseg.inference import InferenceSettings, Predictor, predict_image
+from flexseg.io import DataError, git_revision, write_json
+from flexseg.labels import CLASS_NAMES, NUM_CLASSES
+from flexseg.metrics import (
+    SplitScores,
+    boundary_interior_counts,
+    confusion_matrix,
+    gt_boundary,
+    iou_per_class,
+)
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """The ``evaluation`` slice of one (run, dataset) job."""
+
+    inference: InferenceSettings
+    boundary_kernel: int
+    panels: int
+    device: str
+
+    @classmethod
+    def from_params(cls, evaluation: Mapping[str, Any], scale_factor: float) -> EvalSettings:
+        try:
+            scale = evaluation["scale"]
+            # Windows grow with the test size: HRDA (factor 2) slides 1024 / 512 over its 2x
+            # images where DAFormer slides 512 / 256, as in HRDA's own test mode.
+            inference = InferenceSettings(
+                mode=str(evaluation.get("mode", "slide")),
+                window=round(int(evaluation.get("window", 512)) * float(scale_factor)),
+                stride=round(int(evaluation.get("stride", 256)) * float(scale_factor)),
+                batch_size=int(evaluation.get("batch_size", 8)),
+                scale=(int(scale[0]), int(scale[1])),
+                scale_factor=float(scale_factor),
+            )
+        except KeyError as err:
+            raise ConfigError(f"evaluation params: missing key {err.args[0]!r}") from None
+        except (TypeError, IndexError, ValueError) as err:
+            raise ConfigError(f"evaluation params: {err}") from err
+        kernel = int(evaluation.get("boundary_kernel", 5))
+        if kernel < 1 or kernel % 2 == 0:
+            raise ConfigError(f"evaluation.boundary_kernel must be odd and >= 1, got {kernel}")
+        panels = int(evaluation.get("panels", 3))
+        if panels < 0:
+            raise ConfigError(f"evaluation.panels must be >= 0, got {panels}")
+        device = str(evaluation.get("device", "auto"))
+        if device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"evaluation.device must be auto, cpu or cuda, got {device!r}")
+        return cls(inference=inference, boundary_kernel=kernel, panels=panels, device=device)
+
+
+@dataclass
+class Sample:
+    """One loaded test image with its train-id ground truth."""
+
+    name: str
+    rgb: np.ndarray
+    label: np.ndarray
+    condition: str = ""
+
+
+@dataclass
+class EvaluationResult:
+    scores: SplitScores
+    panel_rows: list[np.ndarray] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("evaluation.device is cuda but no CUDA device is available")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def panel_indices(count: int, panels: int) -> set[int]:
+    """``panels`` indices spread evenly over ``count`` images (all of them when fewer)."""
+    if count <= 0 or panels <= 0:
+        return set()
+    return {int(i) for i in np.linspace(0, count - 1, min(panels, count)).round()}
+
+
+def prefetch(
+    items: Sequence[Any], load: Callable[[Any], Sample], depth: int = 2
+) -> Iterator[Sample]:
+    """``load(item)`` for each item, computed ``depth`` items ahead on one background thread."""
+    q: queue.Queue = queue.Queue(maxsize=max(depth, 1))
+    stop = threading.Event()
+
+    def worker() -> None:
+        for item in items:
+            if stop.is_set():
+                return
+            try:
+                q.put((True, load(item)))
+            except Exception as err:  # handed to the consumer, which re-raises it
+                q.put((False, err))
+                return
+        q.put((True, None))
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, value = q.get()
+            if not ok:
+                raise value
+            if value is None:
+                return
+            yield value
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.05)
+
+
+def evaluate_samples(
+    model: Predictor,
+    samples: Iterator[Sample],
+    total: int,
+    settings: EvalSettings,
+    device: torch.device,
+    desc: str = "evaluate",
+) -> EvaluationResult:
+    """Predict every sample and accumulate the split's scores (and the chosen panel rows)."""
+    scores = SplitScores(num_classes=NUM_CLASSES)
+    rows: list[np.ndarray] = []
+    chosen = panel_indices(total, settings.panels)
+    start = time.perf_counter()
+    for i, sample in enumerate(tqdm(samples, total=total, desc=desc, file=sys.stderr)):
+        if sample.label.ndim != 2:
+            raise DataError(f"{sample.name}: ground truth must be (H, W), got {sample.label.shape}")
+        pred = predict_image(model, sample.rgb, sample.label.shape, settings.inference, device)
+        gt = torch.from_numpy(sample.label).to(device)
+        pred_t = torch.from_numpy(pred.labels).to(device)
+        try:
+            conf = confusion_matrix(pred_t, gt)
+        except ValueError as err:
+            raise DataError(f"{sample.name}: {err}") from err
+        boundary = gt_boundary(gt, settings.boundary_kernel)
+        scores.add(conf, boundary_interior_counts(pred_t, gt, boundary), sample.condition)
+        if i in chosen:
+            rows.append(panel_row(sample.rgb, pred.labels, sample.label))
+    if scores.num_images == 0:
+        raise DataError(f"{desc}: no images were evaluated")
+    return EvaluationResult(scores=scores, panel_rows=rows, seconds=time.perf_counter() - start)
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else round(float(value), 4)
+
+
+def run_identity(meta: Any, checkpoint: str) -> tuple[str, str, int]:
+    """(experiment, model, seed) recorded in a checkpoint's ``ModelMeta``."""
+    experiment = getattr(meta, "experiment", None)
+    model = getattr(meta, "model", None)
+    seed = getattr(meta, "seed", None)
+    for key, value in (("experiment", experiment), ("model", model)):
+        if not isinstance(value, str) or not value:
+            raise DataError(f"checkpoint {checkpoint}: no {key} name recorded (got {value!r})")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise DataError(f"checkpoint {checkpoint}: seed must be an integer, got {seed!r}")
+    return experiment, model, seed
+
+
+def scale_factor_of(model: Any, meta: Any) -> float:
+    """The model's test_scale_factor (HRDA tests at 2x DAFormer's sizes), 1 when not recorded."""
+    config = getattr(meta, "model_config", None)
+    if isinstance(config, Mapping) and "test_scale_factor" in config:
+        return float(config["test_scale_factor"])
+    return float(getattr(model, "test_scale_factor", 1.0))
+
+
+def metrics_record(
+    result: EvaluationResult,
+    identity: tuple[str, str, int],
+    dataset: str,
+    settings: EvalSettings,
+    extra: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The metrics.json content."""
+    s = result.scores
+    experiment, model, seed = identity
+    iou = iou_per_class(s.confusion) * 100.0
+    inf = settings.inference
+    return {
+        "experiment": experiment,
+        "model": model,
+        "seed": seed,
+        "dataset": dataset,
+        "miou": _finite(s.miou),
+        "per_class": {name: _finite(v) for name, v in zip(CLASS_NAMES, iou, strict=True)},
+        "per_condition": {c: _finite(v) for c, v in s.per_condition().items()},
+        "boundary_error": _finite(s.boundary.boundary_error),
+        "interior_error": _finite(s.boundary.interior_error),
+        "boundary_pixels": s.boundary.boundary_valid,
+        "interior_pixels": s.boundary.interior_valid,
+        "num_images": s.num_images,
+        "confusion": s.confusion.tolist(),
+        "settings": {
+            "mode": inf.mode,
+            "window": inf.window,
+            "stride": inf.stride,
+            "batch_size": inf.batch_size,
+            "scale": list(inf.scale),
+            "test_scale_factor": inf.scale_factor,
+            "boundary_kernel": settings.boundary_kernel,
+            "panels": settings.panels,
+            **extra,
+        },
+    }
+
+
+def run(params: Mapping[str, Any], checkpoint: str | Path, out_dir: str | Path) -> dict[str, Any]:
+    """Evaluate ``checkpoint`` on the dataset of ``params``; write metrics.json and panels.png."""
+    from flexseg.checkpoint import load_model
+    from flexseg.data.readers import list_samples, load_sample
+
+    for key in ("evaluation", "dataset"):
+        if key not in params:
+            raise ConfigError(f"--params: missing key {key!r} (expected evaluation and dataset)")
+    entry = dict(params["dataset"])
+    if "name" not in entry:
+        raise ConfigError("--params: dataset.name is missing")
+    evaluation = params["evaluation"]
+    device = resolve_device(str(evaluation.get("device", "auto")))
+    model, meta = load_model(checkpoint, map_location=device)
+    model.to(device).eval()
+    identity = run_identity(meta, str(checkpoint))
+    settings = EvalSettings.from_params(evaluation, scale_factor_of(model, meta))
+
+    refs = list_samples(entry)
+    if not refs:
+        raise DataError(f"dataset {entry['name']!r}: no images under {entry.get('root')}")
+
+    def load(ref: Any) -> Sample:
+        rgb, label = load_sample(ref)
+        return Sample(name=str(ref.image), rgb=rgb, label=label, condition=ref.condition)
+
+    result = evaluate_samples(
+        model, prefetch(refs, load), len(refs), settings, device, desc=f"evaluate {entry['name']}"
+    )
+    extra = {"device": str(device), "checkpoint": str(checkpoint), "git_revision": git_revision()}
+    record = metrics_record(result, identity, str(entry["name"]), settings, extra)
+    out = Path(out_dir)
+    write_panels(out / "panels.png", result.panel_rows)
+    write_json(out / "metrics.json", record)
+    rate = result.scores.num_images / max(result.seconds, 1e-9)
+    print(
+        f"{entry['name']}: mIoU {record['miou']} over {record['num_images']} images "
+        f"({rate:.2f} images/s on {device})",
+        file=sys.stderr,
+    )
+    return record
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m flexseg.evaluate",
+        description="Evaluate a checkpoint on one dataset: metrics.json (mIoU, per-class IoU, "
+        "per-condition mIoU, boundary/interior error) and panels.png.",
+    )
+    add_params_arguments(parser)
+    parser.add_argument(
+        "--dataset", help="with --config: which entry of datasets (evaluation.scales) to use"
+    )
+    parser.add_argument("--checkpoint", required=True, help="model.pt written by flexseg.train")
+    parser.add_argument("--out-dir", required=True, help="folder for metrics.json and panels.png")
+    parser.add_argument(
+        "--threads", type=int, help="CPU threads for torch (default: torch's own choice)"
+    )
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if args.config is not None and not args.dataset:
+        parser.error("--config needs --dataset")
+    try:
+        params = params_from_args(args, "evaluate", dataset=args.dataset)
+        run(params, args.checkpoint, args.out_dir)
+    except (DataError, ConfigError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

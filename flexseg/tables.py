@@ -1,0 +1,562 @@
+"""The results tables: per-run scores, the paper's Table 1 and Table 2 layouts, the domain gap,
+and the comparison with the published numbers.
+
+Inputs are the ``metrics.json`` files of ``flexseg.evaluate`` (one per run and dataset). Dataset
+names map to the paper's columns: acdc -> ACDC, dark_zurich -> DZ, cityscapes -> CS,
+bdd100k -> BDD, mapillary -> MV. Averages: Avg2 = mean(ACDC, DZ) (adverse conditions),
+Avg3 = mean(CS, BDD, MV) (standard conditions), Avg5 = mean of the five.
+
+Decisions the paper leaves open:
+- Averages are computed per seed first and then summarized over seeds, so an average's spread
+  is the spread of the seeds' averages. A seed enters an average only if it has every dataset of
+  that average; a column's mean uses the seeds that have it.
+- The spread is the sample standard deviation over seeds (``ddof=1``), the usual one for a
+  handful of repeated runs; with one seed it is undefined and the ``_std`` cell is left empty.
+  The paper reports the mean of three seeds without a spread.
+- Table 2 of the paper reports the DAFormer MiT-B5 ablation (its first and last rows equal the
+  MiT-B5 DAFormer "+ DGInStyle" and "++ FLEX-Seg" rows of Table 1); ``published/table2.csv``
+  records it under model key ``daformer_mitb5``.
+- Measured rows are matched to the published ones by experiment name (``method_key``) and model
+  name (``model_key``, e.g. daformer_mitb5, hrda_mitb5, hrda_r101): name the models of a run
+  after the published keys to get a comparison; unmatched rows get empty published cells.
+
+Writes (under ``--out-dir``): ``table.csv`` and ``table.md`` (Table 1), ``tables/long.csv``,
+``tables/ablation.csv`` and ``.md`` (Table 2; when combined-data experiments other than the main
+ones were evaluated), ``tables/domain_gap.csv`` (when a dataset named ``source_val`` was
+evaluated), ``tables/paper_comparison.csv`` (when ``compare_paper``) and
+``figures/boundary_interior.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from flexseg.config import ConfigError, add_params_arguments, params_from_args
+from flexseg.io import DataError, write_csv, write_text
+from flexseg.labels import CLASS_NAMES
+
+DATASET_COLUMNS: dict[str, str] = {
+    "acdc": "ACDC",
+    "dark_zurich": "DZ",
+    "cityscapes": "CS",
+    "bdd100k": "BDD",
+    "mapillary": "MV",
+}
+AVERAGES: dict[str, tuple[str, ...]] = {
+    "Avg2": ("ACDC", "DZ"),
+    "Avg3": ("CS", "BDD", "MV"),
+    "Avg5": ("ACDC", "DZ", "CS", "BDD", "MV"),
+}
+TABLE1_COLUMNS = ("ACDC", "DZ", "Avg2", "CS", "BDD", "MV", "Avg5")
+TABLE2_COLUMNS = ("Avg2", "Avg3", "Avg5")
+SOURCE_VAL = "source_val"
+REQUIRED_KEYS = ("experiment", "model", "seed", "dataset", "miou")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """An entry of the config's ``experiments``: its label and what it trains with."""
+
+    name: str
+    label: str
+    data: str
+    gap: bool
+    ube: bool
+    has: bool
+
+
+@dataclass
+class RunMetrics:
+    """One metrics.json: the scores of one run (experiment, model, seed) on one dataset."""
+
+    path: str
+    experiment: str
+    model: str
+    seed: int
+    dataset: str
+    miou: float
+    per_class: dict[str, float]
+    per_condition: dict[str, float]
+    boundary_error: float
+    interior_error: float
+    num_images: int
+
+
+@dataclass
+class TableSettings:
+    main_experiments: list[str]
+    compare_paper: bool
+
+
+def _number(value: Any, key: str, path: str) -> float:
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DataError(f"{path}: {key} must be a number or null, got {value!r}")
+    return float(value)
+
+
+def read_metrics(path: str | Path) -> RunMetrics:
+    """Read one metrics.json; raise DataError naming the file if it is missing or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"metrics file not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"unreadable metrics file {path}: {err}") from err
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    missing = [k for k in REQUIRED_KEYS if k not in data]
+    if missing:
+        raise DataError(f"{path}: missing keys {missing}")
+    p = str(path)
+    seed = data["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise DataError(f"{path}: seed must be an integer, got {seed!r}")
+    per_class = data.get("per_class") or {}
+    per_condition = data.get("per_condition") or {}
+    if not isinstance(per_class, dict) or not isinstance(per_condition, dict):
+        raise DataError(f"{path}: per_class and per_condition must be JSON objects")
+    return RunMetrics(
+        path=p,
+        experiment=str(data["experiment"]),
+        model=str(data["model"]),
+        seed=seed,
+        dataset=str(data["dataset"]),
+        miou=_number(data["miou"], "miou", p),
+        per_class={str(k): _number(v, f"per_class.{k}", p) for k, v in per_class.items()},
+        per_condition={
+            str(k): _number(v, f"per_condition.{k}", p) for k, v in per_condition.items()
+        },
+        boundary_error=_number(data.get("boundary_error"), "boundary_error", p),
+        interior_error=_number(data.get("interior_error"), "interior_error", p),
+        num_images=int(data.get("num_images", 0)),
+    )
+
+
+def parse_experiments(entries: Mapping[str, Mapping[str, Any]]) -> dict[str, Experiment]:
+    out = {}
+    for name, e in entries.items():
+        try:
+            out[name] = Experiment(
+                name=name,
+                label=str(e.get("label", name)),
+                data=str(e["data"]),
+                gap=bool(e["gap"]),
+                ube=bool(e["ube"]),
+                has=bool(e["has"]),
+            )
+        except KeyError as err:
+            raise ConfigError(f"experiments.{name}: missing key {err.args[0]!r}") from None
+    return out
+
+
+def class_column(name: str) -> str:
+    return "iou_" + name.replace(" ", "_")
+
+
+def long_table(runs: Sequence[RunMetrics], experiments: Mapping[str, Experiment]) -> pd.DataFrame:
+    """One row per (experiment, model, seed, dataset): mIoU, per-class IoU, per-condition mIoU."""
+    seen: dict[tuple[str, str, int, str], str] = {}
+    conditions = sorted({c for r in runs for c in r.per_condition})
+    rows = []
+    for r in runs:
+        key = (r.experiment, r.model, r.seed, r.dataset)
+        if key in seen:
+            raise DataError(f"{r.path} and {seen[key]} both hold the scores of {key}")
+        seen[key] = r.path
+        if r.experiment not in experiments:
+            raise ConfigError(
+                f"{r.path}: experiment {r.experiment!r} is not in the config's experiments "
+                f"(known: {sorted(experiments)})"
+            )
+        row: dict[str, Any] = {
+            "experiment": r.experiment,
+            "method": experiments[r.experiment].label,
+            "model": r.model,
+            "seed": r.seed,
+            "dataset": r.dataset,
+            "column": DATASET_COLUMNS.get(r.dataset, ""),
+            "miou": r.miou,
+            "boundary_error": r.boundary_error,
+            "interior_error": r.interior_error,
+            "num_images": r.num_images,
+        }
+        for cond in conditions:
+            row[f"miou_{cond}"] = r.per_condition.get(cond, math.nan)
+        for name in CLASS_NAMES:
+            row[class_column(name)] = r.per_class.get(name, math.nan)
+        rows.append(row)
+    columns = [
+        "experiment",
+        "method",
+        "model",
+        "seed",
+        "dataset",
+        "column",
+        "miou",
+        "boundary_error",
+        "interior_error",
+        "num_images",
+        *[f"miou_{c}" for c in conditions],
+        *[class_column(n) for n in CLASS_NAMES],
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def per_seed_scores(long: pd.DataFrame) -> pd.DataFrame:
+    """One row per (experiment, model, seed): the five dataset columns and Avg2 / Avg3 / Avg5.
+
+    An average is NaN for a seed that lacks one of its datasets.
+    """
+    cols = [*DATASET_COLUMNS.values(), *AVERAGES]
+    keys = ["experiment", "model", "seed"]
+    if long.empty:
+        return pd.DataFrame(columns=[*keys, *cols])
+    targets = long[long["column"] != ""]
+    wide = targets.pivot(index=keys, columns="column", values="miou")
+    runs = long[keys].drop_duplicates().set_index(keys).index
+    wide = wide.reindex(index=runs, columns=list(DATASET_COLUMNS.values()))
+    for avg, members in AVERAGES.items():
+        # skipna=False: a missing member makes the seed's average missing, not a partial mean.
+        wide[avg] = wide[list(members)].mean(axis=1, skipna=False)
+    return wide.reset_index()[[*keys, *cols]]
+
+
+@dataclass
+class Summary:
+    """Mean and sample std over seeds of each column, per (experiment, model)."""
+
+    mean: float
+    std: float
+    n: int
+
+
+def summarize(values: pd.Series) -> Summary:
+    v = values.dropna().astype(float)
+    n = len(v)
+    if n == 0:
+        return Summary(math.nan, math.nan, 0)
+    return Summary(float(v.mean()), float(v.std(ddof=1)) if n > 1 else math.nan, n)
+
+
+def _model_order(runs: Sequence[RunMetrics]) -> list[str]:
+    return list(dict.fromkeys(r.model for r in runs))
+
+
+def summary_table(
+    per_seed: pd.DataFrame,
+    rows: Sequence[tuple[str, str]],
+    columns: Sequence[str],
+    experiments: Mapping[str, Experiment],
+) -> pd.DataFrame:
+    """Rows (model, experiment) in order: method label, seed count, mean and std per column."""
+    out = []
+    for model, exp in rows:
+        sel = per_seed[(per_seed["model"] == model) & (per_seed["experiment"] == exp)]
+        if sel.empty:
+            continue
+        e = experiments[exp]
+        row: dict[str, Any] = {"model": model, "experiment": exp, "method": e.label}
+        row["seeds"] = int(sel["seed"].nunique())
+        for col in columns:
+            s = summarize(sel[col])
+            row[col] = s.mean
+            row[f"{col}_std"] = s.std
+        out.append(row)
+    header = ["model", "experiment", "method", "seeds"]
+    for col in columns:
+        header += [col, f"{col}_std"]
+    return pd.DataFrame(out, columns=header)
+
+
+def main_table(
+    per_seed: pd.DataFrame,
+    models: Sequence[str],
+    main_experiments: Sequence[str],
+    experiments: Mapping[str, Experiment],
+) -> pd.DataFrame:
+    """Table 1: per model (the paper's backbone blocks) the main experiments in their order."""
+    for exp in main_experiments:
+        if exp not in experiments:
+            raise ConfigError(
+                f"tables.main_experiments names {exp!r}, which is not a key of experiments"
+            )
+    rows = [(m, e) for m in models for e in main_experiments]
+    return summary_table(per_seed, rows, TABLE1_COLUMNS, experiments)
+
+
+def _flag_order(e: Experiment) -> tuple[int, str]:
+    # Table 2's row order: baseline, GAP, UBE, GAP + UBE, all three; other combinations after.
+    order = {
+        (False, False, False): 0,
+        (True, False, False): 1,
+        (False, True, False): 2,
+        (True, True, False): 3,
+        (True, True, True): 4,
+    }
+    return order.get((e.gap, e.ube, e.has), 5), e.name
+
+
+def ablation_experiments(
+    present: Sequence[str], main_experiments: Sequence[str], experiments: Mapping[str, Experiment]
+) -> list[str]:
+    """Combined-data experiments in Table 2's order, or [] when none beyond the main ones ran."""
+    combined = [e for e in dict.fromkeys(present) if experiments[e].data == "combined"]
+    if not [e for e in combined if e not in main_experiments]:
+        return []
+    return sorted(combined, key=lambda e: _flag_order(experiments[e]))
+
+
+def ablation_table(
+    per_seed: pd.DataFrame,
+    models: Sequence[str],
+    names: Sequence[str],
+    main_experiments: Sequence[str],
+    experiments: Mapping[str, Experiment],
+) -> pd.DataFrame:
+    """Table 2: the combined-data experiments with their GAP / UBE / HAS flags, for each model
+    that ran at least one of them beyond the main experiments (the paper ablates one backbone)."""
+    extra = [e for e in names if e not in main_experiments]
+    ablated = [
+        m for m in models if per_seed[per_seed["model"] == m]["experiment"].isin(extra).any()
+    ]
+    table = summary_table(
+        per_seed, [(m, e) for m in ablated for e in names], TABLE2_COLUMNS, experiments
+    )
+    for pos, flag in enumerate(("gap", "ube", "has")):
+        table.insert(
+            3 + pos, flag.upper(), [getattr(experiments[e], flag) for e in table["experiment"]]
+        )
+    return table
+
+
+def domain_gap_table(long: pd.DataFrame) -> pd.DataFrame:
+    """Per run: the held-out source mIoU, the mean over the evaluated targets, and their gap."""
+    keys = ["experiment", "method", "model", "seed"]
+    out = []
+    for key, group in long.groupby(keys, sort=False):
+        src = group[group["dataset"] == SOURCE_VAL]["miou"]
+        if src.empty:
+            continue
+        tgt = group[group["column"] != ""]["miou"].dropna()
+        target_mean = float(tgt.mean()) if len(tgt) else math.nan
+        row = dict(zip(keys, key, strict=True))
+        row.update(
+            source_val=float(src.iloc[0]),
+            target_mean=target_mean,
+            targets=len(tgt),
+            gap=float(src.iloc[0]) - target_mean,
+        )
+        out.append(row)
+    return pd.DataFrame(out, columns=[*keys, "source_val", "target_mean", "targets", "gap"])
+
+
+def read_published(name: str) -> pd.DataFrame:
+    """One of the published tables shipped with the package (``table1.csv`` or ``table2.csv``)."""
+    ref = resources.files("flexseg").joinpath("published", name)
+    try:
+        with resources.as_file(ref) as path:
+            return pd.read_csv(path, keep_default_na=True)
+    except (OSError, pd.errors.ParserError) as err:
+        raise DataError(f"unreadable published table flexseg/published/{name}: {err}") from err
+
+
+def paper_comparison(main: pd.DataFrame, ablation: pd.DataFrame | None) -> pd.DataFrame:
+    """Measured vs published, one row per (table, model, experiment, column)."""
+    rows = []
+    for table_name, measured, columns in (
+        ("Table 1", main, TABLE1_COLUMNS),
+        ("Table 2", ablation, TABLE2_COLUMNS),
+    ):
+        if measured is None or measured.empty:
+            continue
+        published = read_published("table1.csv" if table_name == "Table 1" else "table2.csv")
+        for _, m in measured.iterrows():
+            match = published[
+                (published["method_key"] == m["experiment"])
+                & (published["model_key"] == m["model"])
+            ]
+            if len(match) > 1:
+                raise DataError(
+                    f"flexseg/published: several {table_name} rows for method "
+                    f"{m['experiment']!r} and model {m['model']!r}"
+                )
+            for col in columns:
+                pub = float(match.iloc[0][col]) if len(match) else math.nan
+                rows.append(
+                    {
+                        "table": table_name,
+                        "model": m["model"],
+                        "experiment": m["experiment"],
+                        "method": m["method"],
+                        "column": col,
+                        "measured": m[col],
+                        "measured_std": m[f"{col}_std"],
+                        "seeds": m["seeds"],
+                        "published": pub,
+                        "difference": m[col] - pub,
+                    }
+                )
+    header = ["table", "model", "experiment", "method", "column", "measured", "measured_std"]
+    return pd.DataFrame(rows, columns=[*header, "seeds", "published", "difference"])
+
+
+def _cell(mean: float, std: float) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    if std is None or (isinstance(std, float) and math.isnan(std)):
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ± {std:.2f}"
+
+
+def markdown(table: pd.DataFrame, columns: Sequence[str], flags: bool = False) -> str:
+    """A Markdown rendering: mean ± std per cell (just the mean for one seed, – when missing)."""
+    head = ["Model", "Method", "Seeds"]
+    if flags:
+        head += ["GAP", "UBE", "HAS"]
+    head += list(columns)
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    for _, r in table.iterrows():
+        cells = [str(r["model"]), str(r["method"]), str(r["seeds"])]
+        if flags:
+            cells += ["✓" if r[f] else "-" for f in ("GAP", "UBE", "HAS")]
+        cells += [_cell(r[c], r[f"{c}_std"]) for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+OPTIONAL_FILES: dict[str, str] = {
+    "ablation": "tables/ablation.csv",
+    "ablation_md": "tables/ablation.md",
+    "domain_gap": "tables/domain_gap.csv",
+    "paper_comparison": "tables/paper_comparison.csv",
+}
+
+
+def optional_tables(
+    evaluated: Iterable[tuple[str, str]],
+    experiments: Mapping[str, Experiment],
+    settings: TableSettings,
+) -> dict[str, str]:
+    """The optional outputs (key -> path under the out dir) written for the evaluated
+    (experiment, dataset) pairs; the workflow declares its outputs with the same function."""
+    pairs = list(evaluated)
+    names = [e for e, _ in pairs]
+    out = {}
+    if ablation_experiments(names, settings.main_experiments, experiments):
+        out["ablation"] = OPTIONAL_FILES["ablation"]
+        out["ablation_md"] = OPTIONAL_FILES["ablation_md"]
+    if any(d == SOURCE_VAL for _, d in pairs):
+        out["domain_gap"] = OPTIONAL_FILES["domain_gap"]
+    if settings.compare_paper:
+        out["paper_comparison"] = OPTIONAL_FILES["paper_comparison"]
+    return out
+
+
+@dataclass
+class TablesResult:
+    """Paths written by ``write_tables``."""
+
+    written: list[Path]
+
+
+def write_tables(
+    metrics_paths: Sequence[str | Path],
+    settings: TableSettings,
+    experiments: Mapping[str, Experiment],
+    out_dir: str | Path,
+) -> TablesResult:
+    """Read the metrics files and write every table (and the boundary figure) under ``out_dir``."""
+    from flexseg.figures import boundary_interior_figure
+
+    if not metrics_paths:
+        raise ValueError("no metrics files given")
+    out = Path(out_dir)
+    runs = [read_metrics(p) for p in metrics_paths]
+    long = long_table(runs, experiments)
+    per_seed = per_seed_scores(long)
+    models = _model_order(runs)
+    written: list[Path] = []
+
+    def emit_csv(rel: str, frame: pd.DataFrame) -> None:
+        write_csv(out / rel, frame)
+        written.append(out / rel)
+
+    def emit_text(rel: str, text: str) -> None:
+        write_text(out / rel, text)
+        written.append(out / rel)
+
+    emit_csv("tables/long.csv", long)
+    main = main_table(per_seed, models, settings.main_experiments, experiments)
+    emit_csv("table.csv", main)
+    emit_text("table.md", markdown(main, TABLE1_COLUMNS))
+
+    evaluated = zip(long["experiment"], long["dataset"], strict=True)
+    optional = optional_tables(evaluated, experiments, settings)
+    ablation = None
+    if "ablation" in optional:
+        names = ablation_experiments(
+            list(long["experiment"]), settings.main_experiments, experiments
+        )
+        ablation = ablation_table(per_seed, models, names, settings.main_experiments, experiments)
+        emit_csv(optional["ablation"], ablation)
+        emit_text(optional["ablation_md"], markdown(ablation, TABLE2_COLUMNS, flags=True))
+    if "domain_gap" in optional:
+        emit_csv(optional["domain_gap"], domain_gap_table(long))
+    if "paper_comparison" in optional:
+        emit_csv(optional["paper_comparison"], paper_comparison(main, ablation))
+
+    figure = out / "figures" / "boundary_interior.png"
+    boundary_interior_figure(long, settings.main_experiments, figure)
+    written.append(figure)
+    return TablesResult(written=written)
+
+
+def parse_params(params: Mapping[str, Any]) -> tuple[TableSettings, dict[str, Experiment]]:
+    """Settings and experiments of a ``tables`` stage slice (``flexseg.config.stage_params``)."""
+    for key in ("tables", "experiments"):
+        if key not in params:
+            raise ConfigError(f"--params: missing key {key!r} (expected tables and experiments)")
+    t = params["tables"]
+    settings = TableSettings(
+        main_experiments=list(t.get("main_experiments", ["source_only", "dginstyle", "flexseg"])),
+        compare_paper=bool(t.get("compare_paper", False)),
+    )
+    return settings, parse_experiments(params["experiments"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m flexseg.tables",
+        description="Build the results tables (Table 1 and 2 layouts), the comparison with the "
+        "paper and the boundary/interior figure from per-run metrics.json files.",
+    )
+    add_params_arguments(parser)
+    parser.add_argument("--metrics", nargs="+", required=True, help="metrics.json files")
+    parser.add_argument("--out-dir", required=True, help="results folder (e.g. results)")
+    args = parser.parse_args(argv)
+    try:
+        settings, experiments = parse_params(params_from_args(args, "tables"))
+        result = write_tables(args.metrics, settings, experiments, args.out_dir)
+    except (DataError, ConfigError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for path in result.written:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
