@@ -1,0 +1,301 @@
+"""The encoder-decoder segmentor (DAFormer-style) and the parsing of a ``models.<name>`` entry.
+
+A ``Segmentor`` is an encoder (MiT or ResNet) and one decode head. Training gives a list of
+``SegOutput``; the trainer sums ``weight x CE(upsampled logits, labels)`` over it and takes the GAP
+feature and the last encoder stage (ImageNet feature distance) from the same outputs. For DAFormer
+the list has one output of weight 1, supervised with the input labels.
+
+Decisions the paper leaves open:
+- ``predict`` resizes the head's logits bilinearly (align_corners False) to the input size and
+  neither switches to eval mode nor disables autograd: the caller does both.
+- ``forward(images, labels)`` is ``forward_train`` and ``forward(images)`` is ``predict``, so a
+  DistributedDataParallel wrapper (which hooks ``forward``) sees the training pass.
+- ``param_groups`` follows DAFormer's AdamW setup: a parameter whose name contains "head" gets
+  ``lr x head_lr_mult``; one whose name contains "norm" (every MiT LayerNorm: ``layer_norm``,
+  ``layernorm_before/after``) gets no weight decay; both rules apply independently. Biases and
+  the decoder's BN parameters keep the weight decay (mmseg names them ``bn``).
+- ``encode_last_stage`` gives the encoder's last stage for the input the training pass encoded
+  for ``stage_features``, so a frozen ImageNet copy built from the same config yields the
+  matching features for the feature distance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from flexseg.config import ConfigError
+from flexseg.models.encoders import MiTEncoder, ResNetEncoder
+from flexseg.models.heads import DAFormerHead, DeepLabV2Head, HeadOutput, resize
+
+ENCODERS: dict[str, type[nn.Module]] = {"mit": MiTEncoder, "resnet": ResNetEncoder}
+HEADS: dict[str, type[nn.Module]] = {"daformer": DAFormerHead, "deeplabv2": DeepLabV2Head}
+DEFAULT_DILATIONS: dict[str, tuple[int, ...]] = {"daformer": (1, 6, 12, 18), "deeplabv2": (6, 12)}
+
+
+@dataclass
+class SegOutput:
+    """One supervised output of a training pass.
+
+    logits: (B, C, h, w) at the head's stride; labels: (B, H, W) long, the labels these logits
+    are supervised with (the trainer upsamples the logits to them); weight: the loss weight;
+    features: (B, D, hf, wf), the decoder feature GAP uses; stage_features: the last encoder stage
+    for the ImageNet feature distance, or None when this output takes no part in it.
+    """
+
+    logits: torch.Tensor
+    features: torch.Tensor
+    labels: torch.Tensor
+    weight: float
+    stage_features: torch.Tensor | None
+
+
+# ---------------------------------------------------------------------------------------------
+# The model config, parsed into explicit fields (defaults as in workflow/schemas/models.schema.yaml)
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    type: str
+    pretrained: str | None = None
+    name: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    type: str = "daformer"
+    embed_dim: int = 256
+    fusion_dim: int = 256
+    dilations: tuple[int, ...] = (1, 6, 12, 18)
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class HrdaSpec:
+    context_scale: float = 0.5
+    detail_crop: int = 512
+    fused_weight: float = 0.9
+    detail_weight: float = 0.1
+    attention_embed_dim: int = 256
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    architecture: str
+    encoder: EncoderSpec
+    head: HeadSpec
+    hrda: HrdaSpec
+    test_scale_factor: float = 1.0
+    name: str = ""
+
+
+def _section(cfg: Any, allowed: Sequence[str], where: str) -> dict[str, Any]:
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(cfg).__name__}")
+    for key in cfg:
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(allowed)})")
+    return dict(cfg)
+
+
+def _choice(value: Any, choices: Mapping[str, Any], where: str) -> str:
+    if value not in choices:
+        raise ConfigError(f"{where}: {value!r} is not one of {sorted(choices)}")
+    return value
+
+
+def parse_model_config(cfg: Mapping[str, Any]) -> ModelSpec:
+    """A ``models.<name>`` entry as a ModelSpec; unknown keys or values raise ConfigError."""
+    # "training" holds per-model overrides of the training recipe (flexseg.config merges them);
+    # the model itself does not read it.
+    top = _section(
+        cfg,
+        ("name", "architecture", "encoder", "head", "hrda", "test_scale_factor", "training"),
+        "model",
+    )
+    where = f"models.{top['name']}" if top.get("name") else "model"
+    for key in ("architecture", "encoder"):
+        if key not in top:
+            raise ConfigError(f"{where}: missing key {key!r}")
+    architecture = _choice(top["architecture"], {"daformer": 0, "hrda": 0}, f"{where}.architecture")
+
+    enc = _section(top["encoder"], ("type", "pretrained", "name", "config"), f"{where}.encoder")
+    if "type" not in enc:
+        raise ConfigError(f"{where}.encoder: missing key 'type'")
+    enc_type = _choice(enc["type"], ENCODERS, f"{where}.encoder.type")
+    if enc_type == "mit" and enc.get("name") is not None:
+        raise ConfigError(f"{where}.encoder.name: only resnet encoders take a timm model name")
+    encoder = EncoderSpec(
+        type=enc_type,
+        pretrained=enc.get("pretrained"),
+        name=enc.get("name"),
+        config=dict(enc.get("config") or {}),
+    )
+
+    hd = _section(
+        top.get("head", {}),
+        ("type", "embed_dim", "fusion_dim", "dilations", "dropout"),
+        f"{where}.head",
+    )
+    head_type = _choice(hd.get("type", "daformer"), HEADS, f"{where}.head.type")
+    head = HeadSpec(
+        type=head_type,
+        embed_dim=int(hd.get("embed_dim", 256)),
+        fusion_dim=int(hd.get("fusion_dim", 256)),
+        dilations=tuple(int(d) for d in hd.get("dilations", DEFAULT_DILATIONS[head_type])),
+        dropout=float(hd.get("dropout", 0.1)),
+    )
+
+    hr = _section(
+        top.get("hrda", {}),
+        ("context_scale", "detail_crop", "fused_weight", "detail_weight", "attention_embed_dim"),
+        f"{where}.hrda",
+    )
+    hrda = HrdaSpec(
+        context_scale=float(hr.get("context_scale", 0.5)),
+        detail_crop=int(hr.get("detail_crop", 512)),
+        fused_weight=float(hr.get("fused_weight", 0.9)),
+        detail_weight=float(hr.get("detail_weight", 0.1)),
+        attention_embed_dim=int(hr.get("attention_embed_dim", 256)),
+    )
+    return ModelSpec(
+        architecture=architecture,
+        encoder=encoder,
+        head=head,
+        hrda=hrda,
+        test_scale_factor=float(top.get("test_scale_factor", 1.0)),
+        name=str(top.get("name", "")),
+    )
+
+
+def build_encoder(spec: EncoderSpec, where: str = "encoder") -> MiTEncoder | ResNetEncoder:
+    if spec.type == "mit":
+        return MiTEncoder.build(spec.config, pretrained=spec.pretrained, where=where)
+    return ResNetEncoder.build(spec.config, pretrained=spec.pretrained, name=spec.name, where=where)
+
+
+def build_head(
+    spec: HeadSpec, in_channels: Sequence[int], num_classes: int
+) -> DAFormerHead | DeepLabV2Head:
+    if spec.type == "daformer":
+        return DAFormerHead(
+            in_channels=in_channels,
+            num_classes=num_classes,
+            embed_dim=spec.embed_dim,
+            fusion_dim=spec.fusion_dim,
+            dilations=spec.dilations,
+            dropout=spec.dropout,
+            fusion="aspp",
+        )
+    return DeepLabV2Head(
+        in_channels=in_channels,
+        num_classes=num_classes,
+        dilations=spec.dilations,
+        feature_dim=spec.fusion_dim,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def check_batch(images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
+    if labels is None:
+        return
+    expected = (images.shape[0], *images.shape[2:])
+    if tuple(labels.shape) != expected:
+        raise ValueError(
+            f"labels must be (B, H, W) = {expected} to match the images, got {tuple(labels.shape)}"
+        )
+
+
+class Segmentor(nn.Module):
+    """Encoder + decode head (DAFormer's encoder-decoder)."""
+
+    def __init__(
+        self,
+        encoder: MiTEncoder | ResNetEncoder,
+        decode_head: DAFormerHead | DeepLabV2Head,
+        test_scale_factor: float = 1.0,
+        name: str = "",
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decode_head = decode_head
+        self.test_scale_factor = float(test_scale_factor)
+        self.name = name
+
+    @property
+    def output_stride(self) -> int:
+        """The stride of the logits relative to the encoder's input."""
+        return int(self.encoder.strides[self.decode_head.output_level])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.decode_head.num_classes)
+
+    def encode_decode(self, images: torch.Tensor) -> tuple[list[torch.Tensor], HeadOutput]:
+        feats = self.encoder(images)
+        return feats, self.decode_head(feats)
+
+    def forward_train(self, images: torch.Tensor, labels: torch.Tensor) -> list[SegOutput]:
+        check_batch(images, labels)
+        feats, out = self.encode_decode(images)
+        return [
+            SegOutput(
+                logits=out.logits,
+                features=out.features,
+                labels=labels.long(),
+                weight=1.0,
+                stage_features=feats[-1],
+            )
+        ]
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        check_batch(images)
+        _, out = self.encode_decode(images)
+        return resize(out.logits, tuple(images.shape[-2:]))
+
+    def encode_last_stage(self, images: torch.Tensor) -> torch.Tensor:
+        """The last encoder stage of ``images`` as ``forward_train`` reports it."""
+        return self.encoder(images)[-1]
+
+    def forward(
+        self, images: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> list[SegOutput] | torch.Tensor:
+        if labels is None:
+            return self.predict(images)
+        return self.forward_train(images, labels)
+
+    def param_groups(
+        self, lr: float, head_lr_mult: float, weight_decay: float
+    ) -> list[dict[str, Any]]:
+        """AdamW parameter groups: "head" in a name -> lr x head_lr_mult, "norm" -> no decay.
+
+        Each group also carries ``name`` and ``lr_mult`` (its lr over ``lr``) for schedulers.
+        """
+        buckets: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+        for name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            key = ("head" in name, "norm" in name)
+            buckets.setdefault(key, []).append(param)
+        groups = []
+        for (is_head, no_decay), params in sorted(buckets.items()):
+            mult = head_lr_mult if is_head else 1.0
+            groups.append(
+                {
+                    "name": f"{'head' if is_head else 'encoder'}_{'no_decay' if no_decay else 'decay'}",
+                    "params": params,
+                    "lr": lr * mult,
+                    "lr_mult": mult,
+                    "weight_decay": 0.0 if no_decay else weight_decay,
+                }
+            )
+        return groups
