@@ -188,7 +188,10 @@ def stage_params(config: Mapping[str, Any], stage: str, **wildcards: Any) -> dic
             "prompt": c["generation"]["prompt"],
         }
     if stage == "merge_generated":
-        return {"expected": c["generation"]["jobs"]["num_images"]}
+        return {
+            "expected": c["generation"]["jobs"]["num_images"],
+            "grid_samples": c["generation"]["grid_samples"],
+        }
     if stage == "combine":
         return {"source": dataset_entry(c, c["source"])}
     if stage == "train":

@@ -10,6 +10,9 @@ rule generation_jobs:
         p=stage("generation_jobs"),
     log:
         "logs/generation/jobs.log",
+    benchmark:
+        "results/benchmarks/generation/jobs.tsv"
+    threads: 1
     conda:
         "../envs/flexseg.yaml"
     shell:
@@ -27,7 +30,7 @@ rule demo_generator_prior:
     log:
         "logs/generation/demo_prior.log",
     benchmark:
-        "benchmarks/generation/demo_prior.tsv"
+        "results/benchmarks/generation/demo_prior.tsv"
     threads: 2
     resources:
         gpu=1,
@@ -50,7 +53,7 @@ rule demo_generator_source:
     log:
         "logs/generation/demo_source.log",
     benchmark:
-        "benchmarks/generation/demo_source.tsv"
+        "results/benchmarks/generation/demo_source.tsv"
     threads: 2
     resources:
         gpu=1,
@@ -74,7 +77,7 @@ rule demo_generator_controlnet:
     log:
         "logs/generation/demo_controlnet.log",
     benchmark:
-        "benchmarks/generation/demo_controlnet.tsv"
+        "results/benchmarks/generation/demo_controlnet.tsv"
     threads: 2
     resources:
         gpu=1,
@@ -99,7 +102,7 @@ rule generate_shard:
     log:
         "logs/generation/shard_{shard}.log",
     benchmark:
-        "benchmarks/generation/shard_{shard}.tsv"
+        "results/benchmarks/generation/shard_{shard}.tsv"
     threads: 1
     resources:
         gpu=1,
@@ -108,7 +111,7 @@ rule generate_shard:
     shell:
         "python -m generation.shard --params {params.p:q} --jobs {input.jobs} --shard {wildcards.shard} "
         "--num-shards {params.shards} {params.models} --out-dir results/generation/shards/{wildcards.shard} "
-        "> {log} 2>&1"
+        "--threads {threads} > {log} 2>&1"
 
 
 rule merge_generated:
