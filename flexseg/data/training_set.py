@@ -1,0 +1,135 @@
+"""The training dataset over a data list, and the seeded order in which its images are drawn.
+
+Reproducibility with any number of loader workers: an item is requested with a ``Draw`` key =
+(global draw number, image index), and its augmentation generator is seeded from
+``(seed, draw, index)`` alone. Which worker loads it, and when, does not matter; a resumed run
+that re-requests the same draws gets the same crops, flips and colour jitter.
+
+Draw numbers are global over the run: iteration ``t`` of a run with ``world`` processes and
+``batch`` images per process uses draws ``(t * world + rank) * batch + j`` for ``j < batch``, so
+every process of a distributed run draws different images from one shared stream.
+
+``EpochOrder`` is the sampler used without Hardness-Aware Sampling: epochs are seeded
+permutations of the list (no image repeats within an epoch); each iteration takes the next
+``world * batch`` positions, and the tail that does not fill a whole iteration is dropped, as
+mmseg's ``drop_last`` loader does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from flexseg.data.lists import ListEntry, to_sample_ref
+from flexseg.data.readers import load_sample
+from flexseg.data.transforms import PipelineSettings, transform_sample
+from flexseg.io import DataError
+
+
+class Draw(NamedTuple):
+    """The key of one requested item: the global draw number and the image index."""
+
+    draw: int
+    index: int
+
+
+class TrainingItem(NamedTuple):
+    """One training sample (collated by the DataLoader into batched fields)."""
+
+    image: torch.Tensor  # float32 (3, S, S), ImageNet-normalized
+    label: torch.Tensor  # int64 (S, S), train ids, 255 = ignore
+    index: int  # the row of the data list (Hardness-Aware Sampling scores by it)
+
+
+@dataclass(frozen=True)
+class PartCounts:
+    """Rows of each part of a data list."""
+
+    source: int
+    generated: int
+
+
+def count_parts(entries: Sequence[ListEntry]) -> PartCounts:
+    return PartCounts(
+        source=sum(e.part == "source" for e in entries),
+        generated=sum(e.part == "generated" for e in entries),
+    )
+
+
+def draw_number(iteration: int, rank: int, world: int, batch: int, slot: int) -> int:
+    """The global draw number of batch slot ``slot`` of process ``rank`` at ``iteration``."""
+    return (iteration * world + rank) * batch + slot
+
+
+def item_rng(seed: int, draw: int, index: int) -> np.random.Generator:
+    """The augmentation generator of one draw (independent of workers and of the draw order)."""
+    return np.random.default_rng([seed, draw, index])
+
+
+class TrainingSet(Dataset):
+    """Map-style dataset indexed by ``Draw`` keys; returns ``TrainingItem``."""
+
+    def __init__(self, entries: Sequence[ListEntry], training_cfg: Mapping[str, Any], seed: int):
+        if not entries:
+            raise DataError("TrainingSet: the data list is empty")
+        self.entries = list(entries)
+        self.settings = PipelineSettings.from_training(dict(training_cfg))
+        self.seed = int(seed)
+        self._refs = [to_sample_ref(e, dataset=e.part) for e in self.entries]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, key: Draw | tuple[int, int]) -> TrainingItem:
+        draw, index = (int(k) for k in key)
+        if not 0 <= index < len(self.entries):
+            raise IndexError(f"image index {index} outside the data list of {len(self)} rows")
+        entry = self.entries[index]
+        image, label = load_sample(self._refs[index])
+        sample = transform_sample(
+            image,
+            label,
+            generated=entry.part == "generated",
+            rcs_class=entry.rcs_class,
+            settings=self.settings,
+            rng=item_rng(self.seed, draw, index),
+        )
+        return TrainingItem(torch.from_numpy(sample.image), torch.from_numpy(sample.label), index)
+
+
+class EpochOrder:
+    """Seeded, replacement-free epochs over ``size`` images, sharded over ``world`` processes."""
+
+    def __init__(self, size: int, batch: int, world: int, seed: int):
+        if batch * world > size:
+            raise DataError(
+                f"the data list has {size} images, fewer than one iteration needs "
+                f"({world} process(es) x batch {batch})"
+            )
+        self.size = size
+        self.batch = batch
+        self.world = world
+        self.seed = int(seed)
+        self.iterations_per_epoch = size // (batch * world)
+        self._cached_epoch = -1
+        self._perm = np.empty(0, dtype=np.int64)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if epoch != self._cached_epoch:
+            # a stream key distinct from the augmentation keys (which have three entries)
+            rng = np.random.default_rng([self.seed, epoch, 0, 1])
+            self._perm = rng.permutation(self.size)
+            self._cached_epoch = epoch
+        return self._perm
+
+    def indices(self, iteration: int, rank: int) -> list[int]:
+        """The image indices of process ``rank`` at ``iteration``."""
+        epoch, step = divmod(iteration, self.iterations_per_epoch)
+        perm = self._permutation(epoch)
+        start = (step * self.world + rank) * self.batch
+        return [int(i) for i in perm[start : start + self.batch]]

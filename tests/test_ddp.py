@@ -1,0 +1,153 @@
+"""Distributed training on two CPU processes (gloo): identical weights, prototype bank and HAS
+scores on both ranks; the ``--nproc`` re-launch; disjoint shards of the epoch order."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(1)
+
+from train_fixtures import make_tree, train_params, write_lists  # noqa: E402
+
+from flexseg.data.training_set import EpochOrder, draw_number  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, params: dict, data: str, out: str) -> None:
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        HF_HUB_OFFLINE="1",
+    )
+    torch.set_num_threads(1)
+    from flexseg.train import train
+
+    result = train(params, data, Path(out) / "run")
+    torch.save(
+        {
+            "model": result.model.state_dict(),
+            "bank": result.bank.state_dict(),
+            "scores": result.sampler.scores,
+            "generator": result.sampler.generator.get_state(),
+        },
+        Path(out) / f"rank{rank}.pt",
+    )
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def lists(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tree")
+    make_tree(root)
+    return write_lists(root)
+
+
+def test_two_processes_stay_identical(lists, tmp_path) -> None:
+    params = train_params(
+        seed=0,
+        iterations=6,
+        checkpoint_every=3,
+        has={"refresh_every": 2, "midpoint": 2, "k": 1.0},
+    )
+    params["experiment"] = {
+        "name": "flexseg",
+        "data": "combined",
+        "gap": True,
+        "ube": True,
+        "has": True,
+    }
+    mp.spawn(
+        _worker,
+        args=(2, _free_port(), params, str(lists["combined"]), str(tmp_path)),
+        nprocs=2,
+        join=True,
+    )
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    for key in r0["model"]:
+        assert torch.equal(r0["model"][key], r1["model"][key]), key
+    assert int(r0["bank"]["counts"].sum()) > 0
+    for key in r0["bank"]:
+        assert torch.equal(r0["bank"][key], r1["bank"][key]), key
+    assert torch.equal(r0["scores"], r1["scores"]) and float(r0["scores"].abs().sum()) > 0
+    assert not torch.equal(r0["generator"], r1["generator"])  # each rank draws its own images
+    saved = torch.load(tmp_path / "run" / "model.pt", weights_only=True)["state_dict"]
+    for key in saved:
+        assert torch.equal(saved[key], r0["model"][key])
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["world_size"] == 2
+
+
+def test_nproc_relaunches_under_torchrun(lists, tmp_path) -> None:
+    params = train_params(seed=0, iterations=2, checkpoint_every=2)
+    params["experiment"] = {
+        "name": "dginstyle",
+        "data": "combined",
+        "gap": False,
+        "ube": False,
+        "has": False,
+    }
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flexseg.train",
+            "--params",
+            json.dumps(params),
+            "--data",
+            str(lists["combined"]),
+            "--out-dir",
+            str(tmp_path),
+            "--nproc",
+            "2",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "launching 2 training processes" in proc.stdout
+    assert json.loads((tmp_path / "config.json").read_text())["world_size"] == 2
+    assert (tmp_path / "model.pt").is_file()
+
+
+def test_epoch_order_shards_are_disjoint() -> None:
+    order = EpochOrder(size=23, batch=3, world=2, seed=5)
+    assert order.iterations_per_epoch == 3  # 23 // 6; the last 5 positions of an epoch drop
+    for epoch in range(3):
+        seen = []
+        for step in range(3):
+            it = epoch * 3 + step
+            seen += order.indices(it, 0) + order.indices(it, 1)
+        assert len(seen) == len(set(seen)) == 18
+    assert order.indices(0, 0) != order.indices(3, 0) or order.indices(0, 1) != order.indices(3, 1)
+    again = EpochOrder(size=23, batch=3, world=2, seed=5)
+    assert [again.indices(i, 1) for i in range(7)] == [order.indices(i, 1) for i in range(7)]
+    draws = {draw_number(it, r, 2, 3, j) for it in range(4) for r in range(2) for j in range(3)}
+    assert draws == set(range(24))
+    with pytest.raises(Exception, match="fewer than one iteration"):
+        EpochOrder(size=5, batch=3, world=2, seed=0)

@@ -1,0 +1,374 @@
+"""The training job on a tiny model and a small on-disk tree: the loss goes down for every
+method, a resumed run is bitwise identical, non-finite losses stop the run, bad input fails."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(1)
+
+from train_fixtures import make_tree, train_params, write_lists  # noqa: E402
+
+from flexseg import train as T  # noqa: E402
+from flexseg.checkpoint import ModelMeta, load_model, load_training_state  # noqa: E402
+from flexseg.config import ConfigError  # noqa: E402
+from flexseg.io import DataError  # noqa: E402
+from flexseg.models import Segmentor  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def lists(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tree")
+    make_tree(root)
+    return write_lists(root)
+
+
+def _log(path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _experiment(name: str, gap: bool, ube: bool, has: bool, data: str = "combined") -> dict:
+    return {"name": name, "label": name, "data": data, "gap": gap, "ube": ube, "has": has}
+
+
+# HAS switches to loss-based draws early so that it is really exercised in 30 iterations.
+FAST_HAS = {"has": {"refresh_every": 5, "midpoint": 8, "k": 0.5}}
+
+
+@pytest.mark.parametrize(
+    "name, gap, ube, has",
+    [
+        ("baseline", False, False, False),
+        ("gap", True, False, False),
+        ("ube", False, True, False),
+        ("has", False, False, True),
+        ("all", True, True, True),
+    ],
+)
+def test_loss_goes_down(lists, tmp_path, name, gap, ube, has) -> None:
+    params = train_params(seed=0, **FAST_HAS)
+    params["experiment"] = _experiment(name, gap, ube, has)
+    result = T.train(params, lists["combined"], tmp_path)
+    assert result.completed and result.iterations_done == 30
+    rows = _log(tmp_path / "loss_log.csv")
+    assert [int(r["iteration"]) for r in rows] == list(range(1, 31))
+    total = [float(r["total"]) for r in rows]
+    first, last = sum(total[:5]) / 5, sum(total[-5:]) / 5
+    assert last < 0.9 * first, f"{name}: mean loss {first:.3f} (first 5) -> {last:.3f} (last 5)"
+    assert (float(rows[-1]["gap"]) > 0) == gap
+    assert (rows[-1]["has_threshold"] != "") == has
+    if has:
+        # the threshold follows Eq. 11 at the logged iteration (t = iteration - 1)
+        assert float(rows[-1]["has_threshold"]) == pytest.approx(
+            T.HardnessSampler(1, 1, k=0.5, midpoint=8).threshold(29)
+        )
+        assert result.sampler.draws == 30 * 2
+        assert float(result.sampler.scores.abs().sum()) > 0
+    if gap:
+        assert int(result.bank.counts.sum()) > 0
+
+
+def test_outputs_and_model_file(lists, tmp_path) -> None:
+    params = train_params(seed=3, iterations=4, checkpoint_every=2, log_every=2)
+    params["experiment"] = _experiment("dginstyle", False, False, False)
+    assert (
+        T.main(
+            [
+                "--params",
+                json.dumps(params),
+                "--data",
+                str(lists["combined"]),
+                "--out-dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["seed"] == 3 and config["params"] == params and config["world_size"] == 1
+    assert "git_revision" in config
+    rows = _log(tmp_path / "loss_log.csv")
+    assert [r["iteration"] for r in rows] == ["2", "4"]
+    assert list(rows[0]) == list(T.LOG_COLUMNS)
+    model, meta = load_model(tmp_path / "model.pt")
+    assert isinstance(model, Segmentor) and not model.training
+    assert isinstance(meta, ModelMeta)
+    assert (meta.experiment, meta.model, meta.seed, meta.iterations) == (
+        "dginstyle",
+        "tiny_test",
+        3,
+        4,
+    )
+    assert meta.params == params
+    result_state = torch.load(tmp_path / "model.pt", weights_only=True)["state_dict"]
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, result_state[key])
+    assert load_training_state(tmp_path / "checkpoints" / "last.pt")["iteration"] == 4
+
+
+def test_resume_is_bitwise_identical(lists, tmp_path) -> None:
+    params = train_params(
+        seed=1,
+        iterations=12,
+        checkpoint_every=4,
+        log_every=1,
+        has={"refresh_every": 3, "midpoint": 4, "k": 1.0},
+    )
+    params["experiment"] = _experiment("flexseg", True, True, True)
+    whole = T.train(params, lists["combined"], tmp_path / "whole")
+
+    killed = T.train(params, lists["combined"], tmp_path / "resumed", stop_after=6)
+    assert not killed.completed and killed.iterations_done == 6
+    assert not (tmp_path / "resumed" / "model.pt").exists()
+    ckpt = load_training_state(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    assert ckpt["iteration"] == 4  # iterations 5 and 6 are lost, as in a kill
+    resumed = T.train(params, lists["combined"], tmp_path / "resumed")
+    assert resumed.resumed_from == 4 and resumed.completed
+
+    a = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    for key, value in whole.bank.state_dict().items():
+        assert torch.equal(value, resumed.bank.state_dict()[key]), key
+    assert torch.equal(whole.sampler.scores, resumed.sampler.scores)
+    assert whole.sampler.generator.get_state().equal(resumed.sampler.generator.get_state())
+
+    rows_a = _log(tmp_path / "whole" / "loss_log.csv")
+    rows_b = _log(tmp_path / "resumed" / "loss_log.csv")
+    assert [r["iteration"] for r in rows_b] == [str(i) for i in range(1, 13)]
+    for ra, rb in zip(rows_a, rows_b, strict=True):
+        for col in ("iteration", "lr", "total", "seg", "gap", "fd", "has_threshold"):
+            assert ra[col] == rb[col], (ra["iteration"], col)
+
+
+def test_changed_params_start_fresh(lists, tmp_path, capsys) -> None:
+    params = train_params(seed=0, iterations=4, checkpoint_every=2)
+    params["experiment"] = _experiment("dginstyle", False, False, False)
+    T.train(params, lists["combined"], tmp_path, stop_after=2)
+    changed = train_params(seed=0, iterations=4, checkpoint_every=2, lr=1e-4)
+    changed["experiment"] = params["experiment"]
+    result = T.train(changed, lists["combined"], tmp_path)
+    assert result.resumed_from == 0 and result.completed
+    assert "starting fresh" in capsys.readouterr().out
+
+
+def test_non_finite_loss_stops_without_checkpoint(lists, tmp_path, monkeypatch) -> None:
+    params = train_params(seed=0, iterations=10, checkpoint_every=2)
+    params["experiment"] = _experiment("ube_only", False, True, False)
+    original = Segmentor.forward_train
+    calls = {"n": 0}
+
+    def poisoned(self, images, labels):
+        outputs = original(self, images, labels)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            outputs[0].logits = outputs[0].logits * float("nan")
+        return outputs
+
+    monkeypatch.setattr(Segmentor, "forward_train", poisoned)
+    with pytest.raises(T.TrainingError, match=r"iteration 3: the seg loss is nan"):
+        T.train(params, lists["combined"], tmp_path)
+    assert load_training_state(tmp_path / "checkpoints" / "last.pt")["iteration"] == 2
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_part_counts_checked(lists, tmp_path, capsys) -> None:
+    params = train_params(seed=0, iterations=2)
+    params["experiment"] = _experiment("dginstyle", False, False, False, data="combined")
+    with pytest.raises(DataError, match="no generated rows"):
+        T.train(params, lists["source"], tmp_path)
+    assert "8 source rows, 0 generated rows" in capsys.readouterr().out
+    params["experiment"] = _experiment("source_only", False, False, False, data="source")
+    with pytest.raises(DataError, match="6 generated rows"):
+        T.train(params, lists["combined"], tmp_path)
+    code = T.main(
+        [
+            "--params",
+            json.dumps(params),
+            "--data",
+            str(lists["generated"]),
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
+    assert code == 1
+    assert "no source rows" in capsys.readouterr().err
+
+
+def test_refusals(lists, tmp_path) -> None:
+    params = train_params(seed=0, iterations=2, amp="bf16")
+    with pytest.raises(ConfigError, match="amp is bf16, which needs a CUDA device"):
+        T.train(params, lists["combined"], tmp_path)
+    params = train_params(seed=0, iterations=2, feature_distance={"enabled": True})
+    with pytest.raises(ConfigError, match="encoder.pretrained is null"):
+        T.train(params, lists["combined"], tmp_path)
+    params = train_params(seed=0, iterations=2)
+    del params["training"]["lr"]
+    with pytest.raises(ConfigError, match="missing key 'lr'"):
+        T.train(params, lists["combined"], tmp_path)
+    with pytest.raises(DataError, match="data list not found"):
+        T.train(train_params(), tmp_path / "missing.csv", tmp_path)
+
+
+def test_feature_distance_with_pretrained_encoder(lists, tmp_path) -> None:
+    # "ImageNet" weights: a saved tiny encoder, loaded through the real from_pretrained path.
+    from flexseg.models import build_model
+
+    params = train_params(seed=0, iterations=3, feature_distance={"enabled": True})
+    params["experiment"] = _experiment("dginstyle", False, False, False)
+    reference = build_model(params["model"])
+    reference.encoder.model.save_pretrained(tmp_path / "imagenet")
+    params["model"]["encoder"]["pretrained"] = str(tmp_path / "imagenet")
+    result = T.train(params, lists["combined"], tmp_path / "run")
+    rows = _log(tmp_path / "run" / "loss_log.csv")
+    assert float(rows[0]["fd"]) == 0.0  # the student starts from the ImageNet weights
+    model, _ = load_model(tmp_path / "run" / "model.pt")  # loads offline without the source
+    for key, value in result.model.state_dict().items():
+        assert torch.equal(value, model.state_dict()[key])
+
+
+def test_objective_sums_the_terms() -> None:
+    """Eq. 9 with the feature distance, against the loss functions called one by one."""
+    import copy
+
+    from flexseg.losses import boundary_mask, feature_distance, gap_loss, ube_loss
+    from flexseg.losses.gap import PrototypeBank
+    from flexseg.models import build_model
+
+    torch.manual_seed(0)
+    params = train_params(feature_distance={"enabled": True, "weight": 0.005})
+    recipe = T.Recipe.from_params(params["training"])
+    experiment = T.Experiment.from_params(_experiment("all", True, True, False))
+    student = build_model(params["model"]).eval()
+    imagenet = copy.deepcopy(student)
+    with torch.no_grad():
+        for p in student.encoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    images = torch.randn(2, 3, 64, 64)
+    labels = torch.full((2, 64, 64), 13, dtype=torch.long)  # a thing class everywhere
+    labels[:, :, :20] = 0
+    labels[0, :4] = 255
+    bank = PrototypeBank(19, 3, 16)
+    classes = torch.arange(19).repeat_interleave(3)
+    bank.update(torch.randn(57, 16), classes, torch.arange(3).repeat(19), 0.99)
+    bank_copy = copy.deepcopy(bank)
+    objective = T.Objective(experiment, recipe, bank, imagenet)
+    outputs = student.forward_train(images, labels)
+    terms = objective(outputs, images)
+
+    out = outputs[0]
+    logits = torch.nn.functional.interpolate(
+        out.logits, size=(64, 64), mode="bilinear", align_corners=False
+    )
+    ube = ube_loss(logits, labels, boundary_mask(labels, 5, 5), alpha=3.0, eps=1e-6).loss
+    gap = gap_loss(out.features, labels, bank_copy, (3, 5, 7), 0.07, 0.99).loss
+    fd = feature_distance(out.stage_features, imagenet.encode_last_stage(images), labels)
+    ube, gap, fd = float(ube.detach()), float(gap.detach()), float(fd.detach())
+    assert fd > 0 and gap > 0
+    values = terms.values().tolist()
+    assert values[1] == pytest.approx(ube, rel=1e-6)
+    assert values[2] == pytest.approx(gap, rel=1e-6)
+    assert values[3] == pytest.approx(fd, rel=1e-6)
+    assert values[0] == pytest.approx(ube + 0.5 * gap + 0.005 * fd, rel=1e-6)
+    for key, value in bank.state_dict().items():
+        assert torch.equal(value, bank_copy.state_dict()[key])
+    assert terms.per_image.shape == (2,)
+
+
+def test_plain_cross_entropy_matches_torch() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(3, 19, 8, 9)
+    labels = torch.randint(0, 19, (3, 8, 9))
+    labels[0, :3] = 255
+    loss, per_image = T.cross_entropy(logits, labels)
+    ref = torch.nn.functional.cross_entropy(logits, labels, ignore_index=255)
+    assert float(loss.detach()) == pytest.approx(float(ref), rel=1e-6)
+    for b in range(3):
+        valid = labels[b] != 255
+        per = (
+            torch.nn.functional.cross_entropy(
+                logits[b : b + 1], labels[b : b + 1], ignore_index=255, reduction="sum"
+            )
+            / valid.sum()
+        )
+        assert float(per_image[b]) == pytest.approx(float(per), rel=1e-6)
+
+
+def test_help_runs() -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        T.main(["--help"])
+    assert exit_info.value.code == 0
+
+
+def test_window_ends() -> None:
+    params = train_params(iterations=100, checkpoint_every=30, has={"refresh_every": 20})
+    recipe = T.Recipe.from_params(params["training"])
+    assert T.window_end(0, recipe, use_has=True) == 20
+    assert T.window_end(20, recipe, use_has=True) == 30
+    assert T.window_end(30, recipe, use_has=True) == 40
+    assert T.window_end(0, recipe, use_has=False) == 30
+    assert T.window_end(95, recipe, use_has=False) == 100
+
+
+def test_workers_do_not_change_the_run(lists, tmp_path) -> None:
+    params = train_params(seed=2, iterations=6, checkpoint_every=3, has={"refresh_every": 2})
+    params["experiment"] = _experiment("has", False, False, True)
+    one = T.train(params, lists["combined"], tmp_path / "w0")
+    params["training"]["workers"] = 2
+    two = T.train(params, lists["combined"], tmp_path / "w2")
+    for key, value in one.model.state_dict().items():
+        assert torch.equal(value, two.model.state_dict()[key]), key
+    assert torch.equal(one.sampler.scores, two.sampler.scores)
+
+
+def test_training_set_items(lists) -> None:
+    from flexseg.data.lists import read_data_list
+    from flexseg.data.training_set import Draw, TrainingSet
+
+    params = train_params()
+    entries = read_data_list(lists["combined"])
+    data = TrainingSet(entries, params["training"], seed=0)
+    assert len(data) == 14
+    item = data[Draw(5, 3)]
+    assert item.image.shape == (3, 32, 32) and item.image.dtype == torch.float32
+    assert item.label.shape == (32, 32) and item.label.dtype == torch.int64
+    assert item.index == 3
+    again = data[Draw(5, 3)]
+    assert torch.equal(item.image, again.image) and torch.equal(item.label, again.label)
+    other = data[Draw(6, 3)]
+    assert not torch.equal(item.image, other.image)
+    assert set(torch.unique(item.label).tolist()) <= {0, 2, 8, 10, 13, 255}
+    generated = data[Draw(0, 12)]  # a 32 px generated image: no crop, no padding
+    assert int((generated.label == 255).sum()) == 0
+    with pytest.raises(IndexError, match="outside the data list"):
+        data[Draw(0, 14)]
+
+
+def test_load_model_errors_name_the_file(tmp_path) -> None:
+    missing = tmp_path / "nothing" / "model.pt"
+    with pytest.raises(DataError, match=f"model file not found: {missing}"):
+        load_model(missing)
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x80\x02 definitely not a checkpoint")
+    with pytest.raises(DataError, match=f"{corrupt} is unreadable or corrupt"):
+        load_model(corrupt)
+    truncated = tmp_path / "truncated.pt"
+    torch.save({"state_dict": {"w": torch.zeros(1000)}}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    with pytest.raises(DataError, match=f"{truncated} is unreadable or corrupt"):
+        load_model(truncated)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(DataError, match=f"{foreign} is not a flexseg-model file"):
+        load_model(foreign)
+    with pytest.raises(DataError, match="training checkpoint not found"):
+        load_training_state(tmp_path / "last.pt")
