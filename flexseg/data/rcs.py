@@ -426,7 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_params_arguments(stats)
     stats.add_argument("--out", required=True, type=Path, help="class statistics JSON to write")
     stats.add_argument(
-        "--workers", type=int, default=1, help="processes counting pixels (does not change the result)"
+        "--workers",
+        type=int,
+        default=1,
+        help="processes counting pixels (does not change the result)",
     )
     subset = sub.add_parser("subset", help="draw the rare-class subset of unique source images")
     add_params_arguments(subset)

@@ -13,7 +13,7 @@ rule train:
     log:
         "logs/train/{experiment}/{model}/seed{seed}.log",
     benchmark:
-        "benchmarks/train/{experiment}/{model}/seed{seed}.tsv"
+        "results/benchmarks/train/{experiment}/{model}/seed{seed}.tsv"
     threads: config["training"]["threads"]
     resources:
         gpu=config["training"]["nproc"],
