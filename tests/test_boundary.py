@@ -163,3 +163,23 @@ def test_downsample_rejects_bad_values_and_sizes() -> None:
         downsample_labels(labels, (2, 2), num_classes=19)
     with pytest.raises(ValueError, match="not larger"):
         downsample_labels(torch.zeros(1, 4, 4, dtype=torch.long), (8, 2))
+
+
+def test_label_ids_beyond_int16_take_the_wide_path() -> None:
+    # Raw ids outside int16 (and a negative one) must not alias after the narrowing cast.
+    base = random_labels(8, shape=(2, 9, 11), classes=4)
+    wide = torch.tensor([70000, -40000, 2**40, 3])
+    labels = torch.where(base == IGNORE, base, wide[base.clamp(max=3)])
+    narrow = torch.where(base == IGNORE, base, base.clamp(max=3))
+    for k_d, k_e in [(3, 3), (5, 3)]:
+        got = boundary_mask(labels, k_d, k_e)
+        assert torch.equal(got, reference_boundary(labels, k_d, k_e))
+        assert torch.equal(got, boundary_mask(narrow, k_d, k_e))
+
+
+def test_granularity_masks_any_kernel_order() -> None:
+    labels = random_labels(9, shape=(2, 12, 10), classes=5)
+    kernels = (7, 1, 3, 5, 3)
+    masks = granularity_masks(labels, kernels)
+    for g, k in enumerate(kernels):
+        assert torch.equal(masks[:, g], reference_boundary(labels, k, k)), k

@@ -14,6 +14,7 @@ import torch.multiprocessing as mp
 from flexseg.losses.boundary import boundary_mask, downsample_labels, granularity_masks
 from flexseg.losses.gap import (
     PrototypeBank,
+    _add_rows,
     boundary_features,
     gap_loss,
     gather_for_update,
@@ -71,6 +72,21 @@ def test_vectorized_update_equals_sequential_loop(momentum: float, seed: int) ->
     bank.update(feats, classes, grans, momentum)
     torch.testing.assert_close(bank.prototypes, expected, rtol=1e-12, atol=1e-12)
     assert torch.equal(bank.counts, expected_counts)
+
+
+@pytest.mark.parametrize("matmul", [False, True])
+def test_add_rows_both_ways_equal_a_loop(matmul: bool) -> None:
+    # The update adds rows with index_add on a CPU and with a mixing matmul on a GPU.
+    g = torch.Generator().manual_seed(12)
+    base = torch.randn(7, 5, generator=g, dtype=torch.float64)
+    rows = torch.randint(0, 7, (40,), generator=g)
+    coef = torch.rand(40, generator=g, dtype=torch.float64)
+    feats = torch.randn(40, 5, generator=g, dtype=torch.float64)
+    expected = base.clone()
+    for r, c, f in zip(rows.tolist(), coef, feats, strict=True):
+        expected[r] += c * f
+    got = _add_rows(base, rows, coef, feats, matmul=matmul)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_long_runs_underflow_safely() -> None:

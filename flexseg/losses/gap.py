@@ -110,8 +110,9 @@ class PrototypeBank(nn.Module):
             ("class", classes, self.num_classes),
             ("granularity", grans, self.num_granularities),
         ):
-            bad = (values < 0) | (values >= limit)
-            if bool(bad.any()):
+            lowest, highest = torch.aminmax(values)
+            if int(lowest) < 0 or int(highest) >= limit:
+                bad = (values < 0) | (values >= limit)
                 raise ValueError(
                     f"{name} index {int(values[bad][0])} is outside the prototype bank (0..{limit - 1})"
                 )
@@ -151,14 +152,31 @@ class PrototypeBank(nn.Module):
         decay = m ** later.double()
         seeds_prototype = (rank == 0) & ~was_init[gid]
         coef = torch.where(seeds_prototype, decay, (1.0 - m) * decay).to(dtype)
-        # A (groups x N) mixing matrix and one matmul: deterministic on GPU (no atomics), so
-        # every DDP process computes bit-identical prototypes from the same gathered rows.
-        mix = torch.zeros(groups, n_rows, dtype=dtype, device=device)
-        mix[gid, torch.arange(n_rows, device=device)] = coef
         keep = torch.where(was_init, m ** n_per_group.double(), torch.zeros_like(m)).to(dtype)
         flat = self.prototypes.view(groups, self.dim)
-        flat.copy_(keep[:, None] * flat + mix @ feats)
+        flat.copy_(_add_rows(keep[:, None] * flat, gid, coef, feats, matmul=device.type != "cpu"))
         self.counts += n_per_group.view_as(self.counts)
+
+
+def _add_rows(
+    base: torch.Tensor,
+    rows: torch.Tensor,
+    coef: torch.Tensor,
+    feats: torch.Tensor,
+    matmul: bool,
+) -> torch.Tensor:
+    """``base`` (G, D) plus coef[n] * feats[n] added to row rows[n], for every n.
+
+    Both ways give the same sum up to rounding, and each gives the same bits on every DDP
+    process from the same gathered rows. On a GPU a (G x N) mixing matrix and one matmul (an
+    index_add there uses atomics, whose order varies). On a CPU index_add adds the rows one
+    after another in a fixed order, for O(N D) work instead of the matmul's O(G N D).
+    """
+    if matmul:
+        mix = torch.zeros(base.shape[0], rows.shape[0], dtype=base.dtype, device=base.device)
+        mix[rows, torch.arange(rows.shape[0], device=base.device)] = coef
+        return base + mix @ feats
+    return base.index_add(0, rows, feats * coef[:, None])
 
 
 def imbalance_weights(counts: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
@@ -200,18 +218,27 @@ def prototype_info_nce(
     num = int(keep.sum())
     if num == 0:
         return GAPResult(loss=features.sum() * 0.0, num_pixels=0, num_boundary=total)
+    if num < total:
+        features, gid = features[keep], gid[keep]
     # float32 at least (autocast may hand in bf16 features); float64 stays float64.
     compute = torch.promote_types(features.dtype, torch.float32)
-    feats = F.normalize(features[keep].to(compute), dim=1)
+    feats = F.normalize(features.to(compute), dim=1)
+    # Only the initialized prototypes are softmax candidates: a column of -inf logits would add
+    # exactly zero to the denominator, so leaving the column out is the same softmax.
+    columns = initialized.nonzero().squeeze(1)
     protos = bank.prototypes.reshape(-1, bank.dim).detach().to(feats.device, compute)
-    protos = F.normalize(protos, dim=1)
-    logits = feats @ protos.t() / temperature
-    logits = logits.masked_fill(~initialized[None, :], float("-inf"))
-    log_prob = F.log_softmax(logits, dim=1)
-    target = gid[keep]
+    # 1 / tau scales the few prototypes rather than the N x K logits (and their gradient).
+    protos = F.normalize(protos.index_select(0, columns), dim=1) / temperature
+    logits = feats @ protos.t()
+    column_of = torch.cumsum(initialized, 0) - 1
     weights = imbalance_weights(bank.counts, bank.initialized).reshape(-1).to(feats.device, compute)
-    picked = log_prob.gather(1, target[:, None]).squeeze(1)
-    loss = -(weights[target] * picked).sum() / num
+    # Class-weighted CE summed: -sum_i w[t_i] log softmax(logits_i)[t_i], the numerator of Eq. 5.
+    loss = (
+        F.cross_entropy(
+            logits, column_of[gid], weight=weights.index_select(0, columns), reduction="sum"
+        )
+        / num
+    )
     return GAPResult(loss=loss, num_pixels=num, num_boundary=total)
 
 
@@ -233,15 +260,24 @@ def boundary_features(
     kernels = list(kernels)
     if any(b <= a for a, b in zip(kernels, kernels[1:], strict=False)):
         raise ValueError(f"GAP kernels must be strictly increasing (thin to thick), got {kernels}")
-    size = (features.shape[2], features.shape[3])
-    small = downsample_labels(labels, size, num_classes=num_classes, ignore_index=ignore_index)
+    batch, dim, height, width = features.shape
+    small = downsample_labels(
+        labels, (height, width), num_classes=num_classes, ignore_index=ignore_index
+    )
     masks = granularity_masks(small, kernels, ignore_index=ignore_index)
-    finest = masks.to(torch.uint8).argmax(dim=1)  # the first (thinnest) mask holding the pixel
-    b, y, x = masks.any(dim=1).nonzero(as_tuple=True)  # lexicographic = batch, then raster
+    # The masks nest, so the thickest holds every boundary pixel and a pixel's finest
+    # granularity is the number of masks that miss it.
+    index = masks[:, -1].reshape(-1).nonzero().squeeze(1)  # batch, then raster order
+    finest = len(kernels) - masks.sum(dim=1)
+    # Select columns of a (D, B h w) copy, then transpose only the N chosen rows: the copy moves
+    # whole (h w) planes, and index_select's backward is one index_add. A (B h w, D) copy would
+    # transpose every pixel, and fancy indexing of the permuted map has a slow backward.
+    planes = features.reshape(batch, dim, height * width).transpose(0, 1)
+    columns = planes.reshape(dim, batch * height * width).index_select(1, index)
     return UpdateBatch(
-        features=features.permute(0, 2, 3, 1)[b, y, x],
-        classes=small[b, y, x],
-        grans=finest[b, y, x],
+        features=columns.t().contiguous(),
+        classes=small.reshape(-1).index_select(0, index),
+        grans=finest.reshape(-1).index_select(0, index),
     )
 
 

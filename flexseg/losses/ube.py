@@ -50,25 +50,33 @@ def _compute_dtype(logits: torch.Tensor) -> torch.dtype:
 
 
 def _entropy_weights(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    boundary: torch.Tensor,
+    log_probs: torch.Tensor,
+    selected: torch.Tensor,
     alpha: float = 3.0,
     eps: float = 1e-6,
-    ignore_index: int = IGNORE_INDEX,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Eq. 7: (weights, mu_H, sigma_H, number of valid boundary pixels), all without gradient."""
-    with torch.no_grad():
-        logp = F.log_softmax(logits.detach().to(_compute_dtype(logits)), dim=1)
-        entropy = -(logp.exp() * logp).sum(dim=1)
-        selected = boundary & (labels != ignore_index)
-        count = selected.sum()
-        denom = count.clamp(min=1).to(entropy.dtype)
-        mean = torch.where(selected, entropy, 0.0).sum() / denom
-        var = torch.where(selected, (entropy - mean) ** 2, 0.0).sum() / denom
-        std = var.sqrt()
-        emphasis = 1.0 + alpha * torch.sigmoid((entropy - mean) / (std + eps))
-        weights = torch.where(selected, emphasis, torch.ones_like(emphasis))
+    """Eq. 7 from detached log-probabilities (B, C, H, W) and the valid boundary pixels
+    ``selected`` (B, H, W): (weights, mu_H, sigma_H, number of selected pixels).
+
+    The entropy is only needed where the weight can differ from 1, so it is computed on the
+    selected pixels alone (about 15 % of a 128 px street layout at k = 5), gathered image by
+    image from the (C, H * W) planes in raster order.
+    """
+    batch, num_classes, height, width = log_probs.shape
+    planes = log_probs.reshape(batch, num_classes, height * width)
+    chosen = selected.reshape(batch, height * width)
+    parts = [log_probs.new_empty(0)]
+    for b in range(batch):
+        rows = planes[b].index_select(1, chosen[b].nonzero().squeeze(1))
+        parts.append(-(rows.exp() * rows).sum(dim=0))
+    entropy = torch.cat(parts)
+    count = torch.tensor(entropy.numel(), dtype=torch.int64, device=entropy.device)
+    denom = max(entropy.numel(), 1)
+    mean = entropy.sum() / denom
+    std = ((entropy - mean) ** 2).sum().div(denom).sqrt()
+    emphasis = 1.0 + alpha * torch.sigmoid((entropy - mean) / (std + eps))
+    weights = torch.ones(selected.shape, dtype=entropy.dtype, device=entropy.device)
+    weights.masked_scatter_(selected, emphasis)  # both in batch-then-raster order
     return weights, mean, std, count
 
 
@@ -98,16 +106,22 @@ def ube_loss(
         raise ValueError(f"need alpha >= 0 and eps > 0, got alpha={alpha}, eps={eps}")
     labels = labels.long()
     valid = labels != ignore_index
-    bad = valid & ((labels < 0) | (labels >= num_classes))
-    if bool(bad.any()):
+    # One reduction checks the range; the offending value is located only when there is one.
+    lowest, highest = torch.aminmax(torch.where(valid, labels, 0)) if labels.numel() else (0, 0)
+    if int(lowest) < 0 or int(highest) >= num_classes:
+        bad = valid & ((labels < 0) | (labels >= num_classes))
         raise ValueError(
             f"label value {int(labels[bad][0])} is not a class id in 0..{num_classes - 1} "
             f"nor the ignore index {ignore_index}"
         )
-    weights, mean, std, count = _entropy_weights(logits, labels, boundary, alpha, eps, ignore_index)
-    ce = F.cross_entropy(
-        logits.to(_compute_dtype(logits)), labels, ignore_index=ignore_index, reduction="none"
-    )
+    # One log-softmax serves both terms: the CE is F.cross_entropy's own composition
+    # (log_softmax, then NLL), and the weights read the same values, detached.
+    log_probs = F.log_softmax(logits.to(_compute_dtype(logits)), dim=1)
+    ce = F.nll_loss(log_probs, labels, ignore_index=ignore_index, reduction="none")
+    with torch.no_grad():
+        weights, mean, std, count = _entropy_weights(
+            log_probs.detach(), boundary & valid, alpha, eps
+        )
     weighted = weights * ce
     loss = weighted.sum() / valid.sum().clamp(min=1)
     per_image = weighted.detach().sum(dim=(1, 2)) / valid.sum(dim=(1, 2)).clamp(min=1)
