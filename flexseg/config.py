@@ -165,7 +165,8 @@ def stage_params(config: Mapping[str, Any], stage: str, **wildcards: Any) -> dic
     """The part of ``config`` that stage ``stage`` reads (wildcards select a run or dataset)."""
     c = config
     if stage == "render_demo":
-        return {"demo": c["demo"]}
+        # The prior's captions use the generation prompt's template and condition words.
+        return {"demo": c["demo"], "prompt": c["generation"]["prompt"]}
     if stage == "class_stats":
         # Not rcs.workers (passed as the rule's threads): the process count does not change the stats.
         return {"source": dataset_entry(c, c["source"])}

@@ -11,7 +11,7 @@ rule render_demo:
     log:
         "logs/demo/render.log",
     benchmark:
-        "benchmarks/demo/render.tsv"
+        "results/benchmarks/demo/render.tsv"
     threads: 2
     conda:
         "../envs/flexseg.yaml"
