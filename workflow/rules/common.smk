@@ -13,6 +13,11 @@ except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
 
+# At most as many CPU-bound jobs as the machine has cores (whatever --cores says), so that the demo's
+# torch jobs do not oversubscribe a small machine; a cluster profile raises it with --resources.
+workflow.global_resources.setdefault("cpu_load", os.cpu_count() or 1)
+
+
 wildcard_constraints:
     experiment=r"[A-Za-z0-9_\-]+",
     model=r"[A-Za-z0-9_\-]+",
@@ -25,6 +30,11 @@ DEMO = config["mode"] == "demo"
 DEMO_WORLD = f"{config['demo']['root']}/world.json"
 SHARDS = [f"{k:03d}" for k in range(config["generation"]["jobs"]["shards"])]
 DEMO_MODEL = "results/generation/demo_model"
+
+
+def cpu_load(wildcards, threads):
+    """A job's claim on the cpu_load resource: its threads, capped at the machine's cores."""
+    return min(threads, os.cpu_count() or 1)
 
 
 def stage(name):

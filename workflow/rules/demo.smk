@@ -13,6 +13,8 @@ rule render_demo:
     benchmark:
         "results/benchmarks/demo/render.tsv"
     threads: 2
+    resources:
+        cpu_load=cpu_load,
     conda:
         "../envs/flexseg.yaml"
     shell:

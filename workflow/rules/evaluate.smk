@@ -23,6 +23,7 @@ rule evaluate:
     threads: 1
     resources:
         gpu=1,
+        cpu_load=cpu_load,
     conda:
         "../envs/flexseg.yaml"
     shell:

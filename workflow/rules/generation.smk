@@ -31,14 +31,16 @@ rule demo_generator_prior:
         "logs/generation/demo_prior.log",
     benchmark:
         "results/benchmarks/generation/demo_prior.tsv"
+    priority: 10
     threads: 2
     resources:
         gpu=1,
+        cpu_load=cpu_load,
     conda:
         "../envs/flexseg.yaml"
     shell:
         "python -m generation.demo_model prior --params {params.p:q} --world {params.root} "
-        "--out {output} > {log} 2>&1"
+        "--out {output} --threads {threads} > {log} 2>&1"
 
 
 rule demo_generator_source:
@@ -54,14 +56,16 @@ rule demo_generator_source:
         "logs/generation/demo_source.log",
     benchmark:
         "results/benchmarks/generation/demo_source.tsv"
+    priority: 10
     threads: 2
     resources:
         gpu=1,
+        cpu_load=cpu_load,
     conda:
         "../envs/flexseg.yaml"
     shell:
         "python -m generation.demo_model source --params {params.p:q} --world {params.root} "
-        "--prior {input.prior} --out {output} > {log} 2>&1"
+        "--prior {input.prior} --out {output} --threads {threads} > {log} 2>&1"
 
 
 rule demo_generator_controlnet:
@@ -78,14 +82,17 @@ rule demo_generator_controlnet:
         "logs/generation/demo_controlnet.log",
     benchmark:
         "results/benchmarks/generation/demo_controlnet.tsv"
+    priority: 10
     threads: 2
     resources:
         gpu=1,
+        cpu_load=cpu_load,
     conda:
         "../envs/flexseg.yaml"
     shell:
         "python -m generation.demo_model controlnet --params {params.p:q} --world {params.root} "
-        "--prior {input.prior} --source-unet {input.source_unet} --out {output} > {log} 2>&1"
+        "--prior {input.prior} --source-unet {input.source_unet} --out {output} "
+        "--threads {threads} > {log} 2>&1"
 
 
 rule generate_shard:
@@ -103,9 +110,11 @@ rule generate_shard:
         "logs/generation/shard_{shard}.log",
     benchmark:
         "results/benchmarks/generation/shard_{shard}.tsv"
+    priority: 10
     threads: 1
     resources:
         gpu=1,
+        cpu_load=cpu_load,
     conda:
         "../envs/flexseg.yaml"
     shell:

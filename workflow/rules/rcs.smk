@@ -13,6 +13,8 @@ rule class_stats:
     benchmark:
         "results/benchmarks/rcs/class_stats.tsv"
     threads: config["rcs"]["workers"]
+    resources:
+        cpu_load=cpu_load,
     conda:
         "../envs/flexseg.yaml"
     shell:

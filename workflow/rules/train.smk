@@ -17,6 +17,7 @@ rule train:
     threads: config["training"]["threads"]
     resources:
         gpu=config["training"]["nproc"],
+        cpu_load=cpu_load,
     conda:
         "../envs/flexseg.yaml"
     shell:
