@@ -35,11 +35,11 @@ def job_counts(output: str) -> dict[str, int]:
             in_table = True
             continue
         if in_table:
+            if line.strip().startswith("total"):
+                break
             m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
             if m:
                 counts[m.group(1)] = int(m.group(2))
-            elif line.strip().startswith("total"):
-                break
     return counts
 
 

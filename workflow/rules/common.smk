@@ -13,8 +13,8 @@ except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
 
-# At most as many CPU-bound jobs as the machine has cores (whatever --cores says), so that the demo's
-# torch jobs do not oversubscribe a small machine; a cluster profile raises it with --resources.
+# At most as many CPU-bound jobs at once as the machine has cores (whatever --cores says), so the
+# demo's torch jobs do not oversubscribe a small machine; a cluster profile raises it with --resources.
 workflow.global_resources.setdefault("cpu_load", os.cpu_count() or 1)
 
 
@@ -32,9 +32,9 @@ SHARDS = [f"{k:03d}" for k in range(config["generation"]["jobs"]["shards"])]
 DEMO_MODEL = "results/generation/demo_model"
 
 
-def cpu_load(wildcards, threads):
-    """A job's claim on the cpu_load resource: its threads, capped at the machine's cores."""
-    return min(threads, os.cpu_count() or 1)
+def cpu_load(wildcards):
+    """One unit per CPU-bound job (a job asking for all units would starve behind 1-unit jobs)."""
+    return 1
 
 
 def stage(name):

@@ -12,6 +12,7 @@ rule generation_jobs:
         "logs/generation/jobs.log",
     benchmark:
         "results/benchmarks/generation/jobs.tsv"
+    priority: 10
     threads: 1
     conda:
         "../envs/flexseg.yaml"

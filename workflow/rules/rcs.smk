@@ -12,6 +12,7 @@ rule class_stats:
         "logs/rcs/class_stats.log",
     benchmark:
         "results/benchmarks/rcs/class_stats.tsv"
+    priority: 10
     threads: config["rcs"]["workers"]
     resources:
         cpu_load=cpu_load,

@@ -1,0 +1,156 @@
+"""Tiny components of the Stable Diffusion 1.5 family, built from configs with random weights.
+
+The classes are the stock ones Stable Diffusion 1.5 and DGInStyle use (``AutoencoderKL``,
+``CLIPTextModel``, ``UNet2DConditionModel``, ``ControlNetModel``, a DDIM scheduler config), so the
+generator loads the demo folders exactly as it loads the real weights. Decisions the references
+leave open for a model this small:
+
+- The VAE has no self-attention in its middle block: it is then fully convolutional, so the
+  latent of a crop equals (away from the crop border) the crop of the whole image's latent, which
+  lets training cache each image's latent once instead of encoding every crop.
+- The U-Net has cross-attention in its two high-resolution blocks and a plain last block, like
+  SD 1.5's layout shortened to three levels; one residual layer per block.
+- The text encoder is a randomly initialised, frozen 77-position CLIP text transformer (SD 1.5's
+  is frozen too; here no text pre-training exists to freeze, so the U-Net's cross-attention
+  learns to read the random but fixed token features).
+- The ControlNet's condition encoder starts from He-normal weights (``build_controlnet``).
+- The noise schedule is Stable Diffusion 1.5's (scaled-linear betas 0.00085-0.012, 1000 steps);
+  inference reads it as a DDIM config with ``steps_offset`` 1 and "leading" spacing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    ControlNetModel,
+    DDIMScheduler,
+    DDPMScheduler,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from flexseg.config import ConfigError
+from generation.demo.settings import Architecture
+from generation.tokenizer import MAX_LENGTH
+
+CONDITIONING_CHANNELS = 20
+LATENT_CHANNELS = 4
+NORM_GROUPS = 8
+TEXT_HEAD_WIDTH = 16
+UNET_HEADS = 4
+
+NOISE_SCHEDULE: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "clip_sample": False,
+    "prediction_type": "epsilon",
+}
+
+
+def _check_groups(channels: tuple[int, ...], what: str) -> None:
+    bad = [c for c in channels if c % NORM_GROUPS]
+    if bad:
+        raise ConfigError(
+            f"generation.demo_generator.architecture.{what}: every width must be a multiple of "
+            f"{NORM_GROUPS} (the group-norm group count), got {list(channels)}"
+        )
+
+
+def build_vae(arch: Architecture, sample_size: int) -> AutoencoderKL:
+    _check_groups(arch.vae_channels, "vae_channels")
+    blocks = len(arch.vae_channels)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * blocks,
+        up_block_types=("UpDecoderBlock2D",) * blocks,
+        block_out_channels=arch.vae_channels,
+        layers_per_block=1,
+        latent_channels=LATENT_CHANNELS,
+        norm_num_groups=NORM_GROUPS,
+        sample_size=sample_size,
+        mid_block_add_attention=False,
+    )
+
+
+def build_text_encoder(arch: Architecture, tokenizer: CLIPTokenizer) -> CLIPTextModel:
+    if arch.text_width % TEXT_HEAD_WIDTH:
+        raise ConfigError(
+            "generation.demo_generator.architecture.text_width must be a multiple of "
+            f"{TEXT_HEAD_WIDTH}, got {arch.text_width}"
+        )
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=arch.text_width,
+        intermediate_size=4 * arch.text_width,
+        num_hidden_layers=arch.text_layers,
+        num_attention_heads=arch.text_width // TEXT_HEAD_WIDTH,
+        max_position_embeddings=MAX_LENGTH,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return CLIPTextModel(config)
+
+
+def build_unet(arch: Architecture, sample_size: int) -> UNet2DConditionModel:
+    _check_groups(arch.unet_channels, "unet_channels")
+    levels = len(arch.unet_channels)
+    if levels < 2:
+        raise ConfigError(
+            "generation.demo_generator.architecture.unet_channels needs at least 2 levels, "
+            f"got {list(arch.unet_channels)}"
+        )
+    down = ("CrossAttnDownBlock2D",) * (levels - 1) + ("DownBlock2D",)
+    up = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1)
+    return UNet2DConditionModel(
+        sample_size=sample_size,
+        in_channels=LATENT_CHANNELS,
+        out_channels=LATENT_CHANNELS,
+        down_block_types=down,
+        up_block_types=up,
+        block_out_channels=arch.unet_channels,
+        layers_per_block=1,
+        cross_attention_dim=arch.text_width,
+        attention_head_dim=UNET_HEADS,
+        norm_num_groups=NORM_GROUPS,
+    )
+
+
+def build_controlnet(arch: Architecture, unet: UNet2DConditionModel) -> ControlNetModel:
+    """DGInStyle's ControlNet: a copy of ``unet``'s encoder with a 20-channel one-hot input.
+
+    The condition encoder's hidden convolutions get He-normal weights and zero biases (its
+    output convolution stays zero, as in every ControlNet): with PyTorch's default init a narrow
+    seven-convolution stack shrinks the difference between two layouts about 200-fold before it
+    reaches the zero convolution, which leaves the first few hundred steps, most of a demo-sized
+    run, learning from almost no layout signal.
+    """
+    controlnet = ControlNetModel.from_unet(
+        unet,
+        conditioning_embedding_out_channels=arch.condition_embedding,
+        conditioning_channels=CONDITIONING_CHANNELS,
+    )
+    embedding = controlnet.controlnet_cond_embedding
+    with torch.no_grad():
+        for conv in [embedding.conv_in, *embedding.blocks]:
+            torch.nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+            torch.nn.init.zeros_(conv.bias)
+    return controlnet
+
+
+def training_scheduler() -> DDPMScheduler:
+    """The forward process the denoisers are trained on (``add_noise``)."""
+    return DDPMScheduler(**NOISE_SCHEDULE)
+
+
+def inference_scheduler() -> DDIMScheduler:
+    """What the prior folder's ``scheduler/`` holds: SD 1.5's schedule as a DDIM config."""
+    return DDIMScheduler(
+        **NOISE_SCHEDULE, set_alpha_to_one=False, steps_offset=1, timestep_spacing="leading"
+    )
