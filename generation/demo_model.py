@@ -6,11 +6,13 @@ which the three sub-commands repeat on the demo world at toy scale:
 1. ``prior``: the broad prior U^P. Stable Diffusion 1.5 is not available offline, so a tiny
    latent diffusion model is trained here on ``prior/`` (renders in every condition, captions that
    name the condition): a VAE (reconstruction + KL), an offline CLIP tokenizer
-   (``generation.tokenizer``), a random frozen CLIP text encoder, and a U-Net trained with the
-   epsilon-prediction DDPM loss. Output: a diffusers folder ``unet/ vae/ text_encoder/
-   tokenizer/ scheduler/`` (the scheduler is SD 1.5's schedule as a DDIM config).
+   (``generation.tokenizer``), a CLIP text encoder, and a U-Net trained with the DDPM loss
+   (``generation.demo.train``: v- or epsilon-prediction; the text encoder learns with it or stays
+   random and frozen). Output: a diffusers folder ``unet/ vae/ text_encoder/ tokenizer/
+   scheduler/`` (the scheduler is SD 1.5's schedule as a DDIM config with the prediction type).
 2. ``source``: U^S, a copy of the prior U-Net fine-tuned on the source domain with the empty
-   prompt (DGInStyle's DreamBooth step). Output: a U-Net folder.
+   prompt (DGInStyle's DreamBooth step). Output: a U-Net folder. It and the ControlNet use the
+   prediction type saved in the prior's scheduler config, whatever the current settings say.
 3. ``controlnet``: ``ControlNetModel.from_unet(U^S, conditioning_channels=20)`` trained against
    the frozen U^S on source crops, conditioned on the 20-channel one-hot label
    (``flexseg.labels.to_onehot20``) with the crop's class list as the caption
@@ -39,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from flexseg.config import ConfigError, add_params_arguments, params_from_args
@@ -85,6 +87,7 @@ def atomic_folder(out: str | Path) -> Iterator[Path]:
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -102,6 +105,24 @@ def atomic_folder(out: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def remove_stale_temporaries(out: Path) -> None:
+    """Delete temporary folders of ``out`` left by runs that were killed (their process is gone)."""
+    for path in out.parent.glob(f".{out.name}.tmp-*"):
+        pid = path.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_train_log(folder: Path, logs: list[TrainLog]) -> None:
@@ -150,8 +171,7 @@ def train_prior(settings: DemoSettings, world: Path, out: Path) -> None:
         captions = [row.caption for row in read_captions(world / "prior")]
         tokenizer = build_tokenizer(tmp / "tokenizer", captions)
         torch.manual_seed(settings.seed)
-        text_encoder = build_text_encoder(arch, tokenizer).eval()
-        text_encoder.save_pretrained(tmp / "text_encoder")
+        text_encoder = build_text_encoder(arch, tokenizer)
 
         torch.manual_seed(settings.seed)
         vae = build_vae(arch, sample_size=settings.crop_size)
@@ -170,9 +190,10 @@ def train_prior(settings: DemoSettings, world: Path, out: Path) -> None:
         train_denoiser(
             DenoiserSetup(unet=unet),
             latents,
-            TextEmbedder(tokenizer, text_encoder),
+            TextEmbedder(tokenizer, text_encoder, trainable=settings.train_text_encoder),
             captions_with_dropout(settings.prior.caption_dropout),
             settings.prior,
+            settings.prediction_type,
             settings.crop_size // VAE_FACTOR,
             VAE_FACTOR,
             scaling,
@@ -180,7 +201,8 @@ def train_prior(settings: DemoSettings, world: Path, out: Path) -> None:
             unet_log,
         )
         unet.save_pretrained(tmp / "unet")
-        inference_scheduler().save_pretrained(tmp / "scheduler")
+        text_encoder.save_pretrained(tmp / "text_encoder")
+        inference_scheduler(settings.prediction_type).save_pretrained(tmp / "scheduler")
         timings["total_seconds"] = round(time.perf_counter() - start, 2)
         write_train_log(tmp, [vae_log, unet_log])
         write_record(
@@ -192,6 +214,7 @@ def train_prior(settings: DemoSettings, world: Path, out: Path) -> None:
                 "prior_images": len(prior_images),
                 "vae_images": len(prior_images) + len(source_images),
                 "vae_scaling_factor": scaling,
+                "prediction_type": settings.prediction_type,
                 "vocabulary_size": len(tokenizer),
                 **timings,
             },
@@ -206,11 +229,17 @@ def _load_prior_parts(prior: Path) -> tuple[AutoencoderKL, CLIPTokenizer, CLIPTe
     return vae, tokenizer, text_encoder
 
 
+def _prediction_type(prior: Path) -> str:
+    """The parameterisation the prior U-Net was trained with: its fine-tunes must share it."""
+    return DDIMScheduler.from_pretrained(prior, subfolder="scheduler").config.prediction_type
+
+
 def train_source(settings: DemoSettings, world: Path, prior: Path, out: Path) -> None:
     """Write U^S: the prior U-Net fine-tuned on the source images with the empty prompt."""
     start = time.perf_counter()
     vae, tokenizer, text_encoder = _load_prior_parts(prior)
     unet = UNet2DConditionModel.from_pretrained(prior, subfolder="unet")
+    prediction_type = _prediction_type(prior)
     images = load_source_images(world, VAE_FACTOR, settings.crop_size)
     latents = encode_images(vae, images, ENCODE_BATCH)
     print(f"source images: {len(images)}", flush=True)
@@ -222,6 +251,7 @@ def train_source(settings: DemoSettings, world: Path, prior: Path, out: Path) ->
             TextEmbedder(tokenizer, text_encoder),
             empty_prompts,
             settings.source,
+            prediction_type,
             settings.crop_size // VAE_FACTOR,
             VAE_FACTOR,
             vae.config.scaling_factor,
@@ -238,6 +268,7 @@ def train_source(settings: DemoSettings, world: Path, prior: Path, out: Path) ->
                 "world": str(world),
                 "prior": str(prior),
                 "source_images": len(images),
+                "prediction_type": prediction_type,
                 "total_seconds": round(time.perf_counter() - start, 2),
             },
         )
@@ -251,6 +282,7 @@ def train_controlnet(
     vae, tokenizer, text_encoder = _load_prior_parts(prior)
     _require_folder(source_unet, "source U-Net")
     unet = UNet2DConditionModel.from_pretrained(source_unet)
+    prediction_type = _prediction_type(prior)
     images = load_source_images(world, VAE_FACTOR, settings.crop_size)
     latents = encode_images(vae, images, ENCODE_BATCH)
     print(f"source images: {len(images)}", flush=True)
@@ -264,6 +296,7 @@ def train_controlnet(
             TextEmbedder(tokenizer, text_encoder),
             class_list_prompts(class_list),
             settings.controlnet,
+            prediction_type,
             settings.crop_size // VAE_FACTOR,
             VAE_FACTOR,
             vae.config.scaling_factor,
@@ -281,6 +314,7 @@ def train_controlnet(
                 "prior": str(prior),
                 "source_unet": str(source_unet),
                 "source_images": len(images),
+                "prediction_type": prediction_type,
                 "total_seconds": round(time.perf_counter() - start, 2),
             },
         )

@@ -7,6 +7,8 @@ import csv
 import json
 import math
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -22,6 +24,7 @@ from flexseg.labels import CITYSCAPES_ID_TO_TRAIN_ID, CLASS_NAMES
 from generation import demo_model
 from generation.demo.architecture import (
     build_controlnet,
+    build_text_encoder,
     build_unet,
     build_vae,
     training_scheduler,
@@ -30,11 +33,15 @@ from generation.demo.data import LatentImage, read_captions, sample_crops, to_te
 from generation.demo.settings import settings_from_params
 from generation.demo.train import (
     DenoiserSetup,
-    epsilon_loss,
+    TextEmbedder,
+    TrainLog,
+    captions_with_dropout,
+    denoising_loss,
     latent_scaling,
     learning_rate,
     narrow_posterior,
     onehot_batch,
+    train_denoiser,
     vae_loss,
 )
 from generation.tokenizer import (
@@ -51,13 +58,15 @@ torch.set_num_threads(1)
 TRAIN_TO_RAW = {train: raw for raw, train in CITYSCAPES_ID_TO_TRAIN_ID.items()}
 
 
-def tiny_params(**steps: int) -> dict:
-    """A stage slice with the smallest sizes the architecture allows."""
+def tiny_params() -> dict:
+    """A stage slice with the smallest sizes the architecture allows, two steps per model."""
     return {
         "demo_generator": {
             "seed": 0,
             "crop_size": 32,
             "log_every": 1,
+            "prediction_type": "v_prediction",
+            "train_text_encoder": True,
             "architecture": {
                 "vae_channels": [8, 8, 8, 8],
                 "unet_channels": [16, 16, 16],
@@ -66,26 +75,26 @@ def tiny_params(**steps: int) -> dict:
                 "condition_embedding": [4, 4, 4, 8],
             },
             "vae": {
-                "steps": steps.get("vae", 2),
+                "steps": 2,
                 "batch_size": 2,
                 "crop_size": 16,
                 "lr": 1e-3,
                 "kl_weight": 1e-4,
             },
             "prior": {
-                "steps": steps.get("prior", 2),
+                "steps": 2,
                 "batch_size": 2,
                 "lr": 1e-3,
                 "caption_dropout": 0.5,
             },
             "source": {
-                "steps": steps.get("source", 2),
+                "steps": 2,
                 "batch_size": 2,
                 "lr": 1e-3,
                 "caption_dropout": 0.0,
             },
             "controlnet": {
-                "steps": steps.get("controlnet", 2),
+                "steps": 2,
                 "batch_size": 2,
                 "lr": 1e-3,
                 "caption_dropout": 0.0,
@@ -254,7 +263,8 @@ def scaled_linear_alphas_cumprod() -> list[float]:
     return out
 
 
-def test_epsilon_loss_matches_reference():
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_denoising_loss_matches_reference(prediction_type):
     torch.manual_seed(0)
     arch = settings_from_params(tiny_params())
     unet = build_unet(arch.architecture, sample_size=4).eval()
@@ -262,8 +272,9 @@ def test_epsilon_loss_matches_reference():
     noise = torch.randn(3, 4, 4, 4)
     timesteps = torch.tensor([0, 500, 999])
     text = torch.randn(3, MAX_LENGTH, 16)
-    loss = epsilon_loss(
-        DenoiserSetup(unet=unet), training_scheduler(), latents, noise, timesteps, text, None
+    scheduler = training_scheduler(prediction_type)
+    loss = denoising_loss(
+        DenoiserSetup(unet=unet), scheduler, latents, noise, timesteps, text, None
     )
 
     abar = scaled_linear_alphas_cumprod()
@@ -271,14 +282,27 @@ def test_epsilon_loss_matches_reference():
     for b in range(3):
         a = abar[int(timesteps[b])]
         noisy = math.sqrt(a) * latents[b] + math.sqrt(1 - a) * noise[b]
+        if prediction_type == "epsilon":
+            target = noise[b]
+        else:
+            target = math.sqrt(a) * noise[b] - math.sqrt(1 - a) * latents[b]
         with torch.no_grad():
             pred = unet(
                 noisy[None], timesteps[b : b + 1], encoder_hidden_states=text[b : b + 1]
             ).sample[0]
-        for value in (pred - noise[b]).reshape(-1).tolist():
+        for value in (pred - target).reshape(-1).tolist():
             total += value * value
             count += 1
     assert loss.item() == pytest.approx(total / count, rel=1e-4)
+
+
+def test_unknown_prediction_type_is_refused():
+    with pytest.raises(ConfigError, match="prediction_type"):
+        training_scheduler("sample")
+    params = tiny_params()
+    params["demo_generator"]["prediction_type"] = "x0"
+    with pytest.raises(ConfigError, match="prediction_type"):
+        settings_from_params(params)
 
 
 def test_epsilon_loss_with_controlnet_matches_reference():
@@ -305,8 +329,8 @@ def test_epsilon_loss_with_controlnet_matches_reference():
     preds = []
     for condition in conditions:
         with torch.no_grad():
-            loss = epsilon_loss(
-                setup, training_scheduler(), latents, noise, timesteps, text, condition
+            loss = denoising_loss(
+                setup, training_scheduler("epsilon"), latents, noise, timesteps, text, condition
             )
             a = torch.tensor([abar[int(t)] for t in timesteps]).view(2, 1, 1, 1)
             noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
@@ -382,6 +406,37 @@ def test_vae_loss_decreases_on_a_fixed_batch():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.8 * losses[0]
+
+
+@pytest.mark.parametrize("trainable", [True, False])
+def test_text_encoder_learns_only_when_trainable(trainable, tmp_path):
+    settings = settings_from_params(tiny_params())
+    arch = settings.architecture
+    tokenizer = build_tokenizer(tmp_path, ["road car"])
+    torch.manual_seed(0)
+    text_encoder = build_text_encoder(arch, tokenizer)
+    before = {k: v.clone() for k, v in text_encoder.state_dict().items()}
+    unet = build_unet(arch, sample_size=4)
+    items = [LatentImage("a", torch.randn(4, 4, 4), torch.ones(4, 4, 4), None, "road car")]
+    text = TextEmbedder(tokenizer, text_encoder, trainable=trainable)
+    train_denoiser(
+        DenoiserSetup(unet=unet),
+        items,
+        text,
+        captions_with_dropout(0.0),
+        settings.prior,
+        "v_prediction",
+        4,
+        8,
+        1.0,
+        0,
+        TrainLog("t", 1),
+    )
+    after = text_encoder.state_dict()
+    changed = any(not torch.equal(before[k], after[k]) for k in before)
+    assert changed == trainable
+    # Either way the encoder ends frozen, for the source fine-tune and the ControlNet.
+    assert not text.trainable and not any(p.requires_grad for p in text_encoder.parameters())
 
 
 def test_latent_scaling_gives_unit_variance():
@@ -498,7 +553,8 @@ def test_prior_folder_loads_offline(trained):
     assert vae.config.scaling_factor != 0.18215  # measured on the demo latents, not SD's
     cfg = scheduler.config
     assert (cfg.beta_start, cfg.beta_end, cfg.beta_schedule) == (0.00085, 0.012, "scaled_linear")
-    assert (cfg.num_train_timesteps, cfg.steps_offset, cfg.prediction_type) == (1000, 1, "epsilon")
+    assert (cfg.num_train_timesteps, cfg.steps_offset) == (1000, 1)
+    assert cfg.prediction_type == "v_prediction"  # as tiny_params asks
     assert len(tokenizer("foggy", add_special_tokens=False).input_ids) == 1
     with torch.no_grad():
         states = text_encoder(torch.tensor(tokenize(tokenizer, ["road car"]))).last_hidden_state
@@ -519,6 +575,7 @@ def test_logs_and_records_are_written(trained):
         assert {r["stage"] for r in rows} == stages
         assert all(math.isfinite(float(r["loss"])) for r in rows)
         record = json.loads((trained / name / "demo_generator.json").read_text())
+        assert record["prediction_type"] == "v_prediction"
         assert (
             record["command"]
             == {"prior": "prior", "source_unet": "source", "controlnet": "controlnet"}[name]
@@ -609,6 +666,21 @@ def test_atomic_folder_keeps_the_old_output_on_error(tmp_path):
     with demo_model.atomic_folder(out) as tmp:
         (tmp / "new.txt").write_text("new")
     assert [p.name for p in out.iterdir()] == ["new.txt"]
+
+
+def test_atomic_folder_removes_temporaries_of_killed_runs(tmp_path):
+    out = tmp_path / "model"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".model.tmp-{dead.pid}"
+    alive = tmp_path / f".model.tmp-{os.getppid()}"
+    other = tmp_path / f".other.tmp-{dead.pid}"
+    for folder in (stale, alive, other):
+        folder.mkdir()
+    with demo_model.atomic_folder(out) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert not stale.exists()
+    assert alive.exists() and other.exists() and (out / "new.txt").exists()
 
 
 def test_help_exits_cleanly(capsys):

@@ -10,12 +10,12 @@ leave open for a model this small:
   lets training cache each image's latent once instead of encoding every crop.
 - The U-Net has cross-attention in its two high-resolution blocks and a plain last block, like
   SD 1.5's layout shortened to three levels; one residual layer per block.
-- The text encoder is a randomly initialised, frozen 77-position CLIP text transformer (SD 1.5's
-  is frozen too; here no text pre-training exists to freeze, so the U-Net's cross-attention
-  learns to read the random but fixed token features).
+- The text encoder is a 77-position CLIP text transformer of random initialisation (trained with
+  the prior U-Net or left frozen: ``generation.demo.train``).
 - The ControlNet's condition encoder starts from He-normal weights (``build_controlnet``).
 - The noise schedule is Stable Diffusion 1.5's (scaled-linear betas 0.00085-0.012, 1000 steps);
-  inference reads it as a DDIM config with ``steps_offset`` 1 and "leading" spacing.
+  inference reads it as a DDIM config with ``steps_offset`` 1 and "leading" spacing, whose
+  ``prediction_type`` (epsilon as SD 1.x, or v_prediction as SD 2.x) the sampler follows.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ NOISE_SCHEDULE: dict[str, Any] = {
     "beta_end": 0.012,
     "beta_schedule": "scaled_linear",
     "clip_sample": False,
-    "prediction_type": "epsilon",
 }
+PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
 def _check_groups(channels: tuple[int, ...], what: str) -> None:
@@ -144,13 +144,26 @@ def build_controlnet(arch: Architecture, unet: UNet2DConditionModel) -> ControlN
     return controlnet
 
 
-def training_scheduler() -> DDPMScheduler:
-    """The forward process the denoisers are trained on (``add_noise``)."""
-    return DDPMScheduler(**NOISE_SCHEDULE)
+def training_scheduler(prediction_type: str) -> DDPMScheduler:
+    """The forward process the denoisers are trained on (``add_noise``, ``get_velocity``)."""
+    return DDPMScheduler(**NOISE_SCHEDULE, prediction_type=_checked(prediction_type))
 
 
-def inference_scheduler() -> DDIMScheduler:
+def inference_scheduler(prediction_type: str) -> DDIMScheduler:
     """What the prior folder's ``scheduler/`` holds: SD 1.5's schedule as a DDIM config."""
     return DDIMScheduler(
-        **NOISE_SCHEDULE, set_alpha_to_one=False, steps_offset=1, timestep_spacing="leading"
+        **NOISE_SCHEDULE,
+        prediction_type=_checked(prediction_type),
+        set_alpha_to_one=False,
+        steps_offset=1,
+        timestep_spacing="leading",
     )
+
+
+def _checked(prediction_type: str) -> str:
+    if prediction_type not in PREDICTION_TYPES:
+        raise ConfigError(
+            f"generation.demo_generator.prediction_type must be one of {PREDICTION_TYPES}, "
+            f"got {prediction_type!r}"
+        )
+    return prediction_type

@@ -50,6 +50,8 @@ class DemoSettings:
     seed: int
     crop_size: int
     log_every: int
+    prediction_type: str
+    train_text_encoder: bool
     architecture: Architecture
     vae: VaeTraining
     prior: DenoiserTraining
@@ -104,6 +106,8 @@ def settings_from_params(params: Mapping[str, Any]) -> DemoSettings:
         seed=int(_get(gen, "seed", SECTION)),
         crop_size=int(_get(gen, "crop_size", SECTION)),
         log_every=int(_get(gen, "log_every", SECTION)),
+        prediction_type=str(_get(gen, "prediction_type", SECTION)),
+        train_text_encoder=bool(_get(gen, "train_text_encoder", SECTION)),
         architecture=architecture,
         vae=VaeTraining(
             steps=int(_get(vae, "steps", f"{SECTION}.vae")),
@@ -145,6 +149,11 @@ def check_settings(settings: DemoSettings) -> None:
             f"{SECTION}.crop_size {settings.crop_size} gives a {settings.crop_size // factor}-pixel "
             f"latent, which the U-Net's {len(arch.unet_channels)} blocks cannot halve "
             f"{len(arch.unet_channels) - 1} times"
+        )
+    if settings.prediction_type not in ("epsilon", "v_prediction"):
+        raise ConfigError(
+            f"{SECTION}.prediction_type must be epsilon or v_prediction, "
+            f"got {settings.prediction_type!r}"
         )
     if settings.log_every < 1:
         raise ConfigError(f"{SECTION}.log_every must be >= 1, got {settings.log_every}")

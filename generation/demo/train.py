@@ -4,16 +4,29 @@
   images (Stable Diffusion's VAE adds perceptual and adversarial terms; too slow for the demo).
   Its latent scale factor is then set so scaled latents have unit variance, the way SD's 0.18215
   was chosen.
-- Denoisers: Stable Diffusion's epsilon-prediction DDPM loss, ``E || eps - eps_theta(x_t, t, c) ||^2``
+- Denoisers: the DDPM regression loss of Stable Diffusion, ``E || y - f_theta(x_t, t, c) ||^2``
   with ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps`` and ``t`` uniform over the 1000 training
-  steps. The prior U-Net sees the captions (with caption dropout, so classifier-free guidance has an
-  unconditional model, as in SD's training); the source fine-tune sees the empty prompt
-  (DreamBooth with instance prompt ""); the ControlNet sees the crop's class list and its one-hot
-  label and is trained through the frozen source U-Net.
+  steps; the target ``y`` is the noise ``eps`` (SD 1.x, "epsilon") or the velocity
+  ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0`` (SD 2.x, "v_prediction"). The prior U-Net
+  sees the captions (with caption dropout, so classifier-free guidance has an unconditional
+  model, as in SD's training); the source fine-tune sees the empty prompt (DreamBooth with
+  instance prompt ""); the ControlNet sees the crop's class list and its one-hot label and is
+  trained through the frozen source U-Net.
 
-Decisions left open: the VAE's posterior starts narrow (log-variance -6); AdamW with a linear warm-up over the first 10 % of the steps (at most 100)
-then a cosine decay to 10 % of the learning rate (few steps, so the end of training settles);
-gradients clipped at norm 1 as in DGInStyle's ControlNet recipe; no EMA.
+Decisions left open:
+
+- The demo default is v-prediction: after a few hundred steps an epsilon model's clean-image
+  estimate at high noise, ``(x_t - sqrt(1 - abar) eps_hat) / sqrt(abar)``, multiplies its
+  errors by up to ~15 and the samples are texture; a v model's estimate is a blurred but
+  coherent image, which is what lets a demo-sized ControlNet show its layout.
+- Stable Diffusion's text encoder is CLIP, trained beforehand on image-text pairs; nothing of the
+  kind exists offline, so the demo text encoder may be trained together with the prior U-Net
+  (``train_text_encoder``) and is then frozen for the source fine-tune and the ControlNet, as in
+  DGInStyle. A random frozen encoder barely separates "foggy" from "night" (one token of ~30).
+- The VAE's posterior starts narrow (log-variance -6); AdamW with a linear warm-up over the
+  first 10 % of the steps (at most 100) then a cosine decay to 10 % of the learning rate (few
+  steps, so the end of training settles); gradients clipped at norm 1 as in DGInStyle's
+  ControlNet recipe; no EMA.
 """
 
 from __future__ import annotations
@@ -146,21 +159,38 @@ def latent_scaling(items: list[LatentImage], seed: int) -> float:
 
 
 class TextEmbedder:
-    """Frozen text-encoder features of prompts (77 x width), cached by prompt text."""
+    """Text-encoder features of prompts (77 x width).
 
-    def __init__(self, tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel) -> None:
+    Frozen (the default): computed without gradients and cached by prompt text. Trainable: run
+    with gradients on every call, so the encoder learns with the model it conditions.
+    """
+
+    def __init__(
+        self, tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, trainable: bool = False
+    ) -> None:
         self.tokenizer = tokenizer
-        self.text_encoder = text_encoder.eval().requires_grad_(False)
+        self.text_encoder = text_encoder
+        self.trainable = trainable
+        text_encoder.train(trainable).requires_grad_(trainable)
         self._cache: dict[str, torch.Tensor] = {}
 
-    @torch.no_grad()
+    def _encode(self, prompts: list[str]) -> torch.Tensor:
+        ids = torch.tensor(tokenize(self.tokenizer, prompts))
+        return self.text_encoder(input_ids=ids).last_hidden_state
+
     def __call__(self, prompts: list[str]) -> torch.Tensor:
+        if self.trainable:
+            return self._encode(prompts)
         new = sorted({p for p in prompts if p not in self._cache})
         if new:
-            ids = torch.tensor(tokenize(self.tokenizer, new))
-            states = self.text_encoder(input_ids=ids).last_hidden_state
-            self._cache.update(zip(new, states, strict=True))
+            with torch.no_grad():
+                self._cache.update(zip(new, self._encode(new), strict=True))
         return torch.stack([self._cache[p] for p in prompts])
+
+    def freeze(self) -> None:
+        self.trainable = False
+        self.text_encoder.eval().requires_grad_(False)
+        self._cache.clear()
 
 
 # How a stage turns a batch of crops into prompts: from the caption (prior), empty (source),
@@ -225,7 +255,19 @@ class DenoiserSetup:
         ).sample
 
 
-def epsilon_loss(
+def regression_target(
+    scheduler: DDPMScheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+) -> torch.Tensor:
+    """What the denoiser regresses: the noise, or the velocity, per the scheduler's config."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(latents, noise, timesteps)
+    raise ValueError(f"unsupported prediction_type {kind!r} (epsilon or v_prediction)")
+
+
+def denoising_loss(
     setup: DenoiserSetup,
     scheduler: DDPMScheduler,
     latents: torch.Tensor,
@@ -234,9 +276,10 @@ def epsilon_loss(
     text: torch.Tensor,
     condition: torch.Tensor | None,
 ) -> torch.Tensor:
-    """SD's training loss: noise ``latents`` to ``timesteps`` and regress the noise (mean squared)."""
+    """SD's training loss: noise ``latents`` to ``timesteps``, regress the target (mean squared)."""
     noisy = scheduler.add_noise(latents, noise, timesteps)
-    return F.mse_loss(setup.predict(noisy, timesteps, text, condition), noise)
+    target = regression_target(scheduler, latents, noise, timesteps)
+    return F.mse_loss(setup.predict(noisy, timesteps, text, condition), target)
 
 
 def onehot_batch(labels: np.ndarray) -> torch.Tensor:
@@ -249,21 +292,26 @@ def train_denoiser(
     text: TextEmbedder,
     prompts: PromptRule,
     cfg: DenoiserTraining,
+    prediction_type: str,
     crop_latent: int,
     factor: int,
     scaling: float,
     seed: int,
     log: TrainLog,
 ) -> None:
-    """Fit ``setup.trainable`` with the epsilon-prediction loss on random latent crops."""
+    """Fit ``setup.trainable`` (and the text encoder when ``text`` is trainable) with the
+    denoising loss on random latent crops."""
     rng = np.random.default_rng([seed, 2])
     generator = torch.Generator().manual_seed(seed + 1)
-    scheduler = training_scheduler()
+    scheduler = training_scheduler(prediction_type)
     model = setup.trainable
     if setup.controlnet is not None:
         setup.unet.eval().requires_grad_(False)
     model.train().requires_grad_(True)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-2, foreach=True)
+    params = list(model.parameters())
+    if text.trainable:
+        params += list(text.text_encoder.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2, foreach=True)
     for step in range(cfg.steps):
         lr = learning_rate(step, cfg.steps, cfg.lr)
         _set_lr(optimizer, lr)
@@ -278,12 +326,14 @@ def train_denoiser(
         timesteps = torch.randint(
             0, scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=generator
         )
-        loss = epsilon_loss(
+        loss = denoising_loss(
             setup, scheduler, crops.latents, noise, timesteps, text(prompt_list), condition
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         log.add(step + 1, cfg.steps, loss.item(), lr)
     model.eval()
+    if text.trainable:
+        text.freeze()
