@@ -123,6 +123,12 @@ def _check_references(config: dict[str, Any], source: str) -> None:
                 f"invalid {source}: evaluation.datasets names {name!r}, which is not a key of "
                 f"datasets (known: {sorted(config['datasets'])})"
             )
+    for name in config["tables"].get("compare_panels", []):
+        if name not in config["experiments"]:
+            raise ConfigError(
+                f"invalid {source}: tables.compare_panels names {name!r}, which is not a key of "
+                f"experiments (known: {sorted(config['experiments'])})"
+            )
     for name in config["run"].get("ablations", {}).get("experiments", []):
         if name not in config["experiments"]:
             raise ConfigError(f"invalid {source}: run.ablations.experiments names unknown {name!r}")
@@ -213,7 +219,11 @@ def stage_params(config: Mapping[str, Any], stage: str, **wildcards: Any) -> dic
         evaluation["scale"] = c["evaluation"]["scales"][name]
         return {"evaluation": evaluation, "dataset": dataset_entry(c, name)}
     if stage == "tables":
-        return {"tables": c["tables"], "experiments": c["experiments"]}
+        tables = {k: v for k, v in c["tables"].items() if k != "compare_panels"}
+        return {"tables": tables, "experiments": c["experiments"]}
+    if stage == "compare_panels":
+        names = c["tables"]["compare_panels"]
+        return {"titles": [c["experiments"][e].get("label", e) for e in names]}
     raise KeyError(f"unknown stage {stage!r}")
 
 

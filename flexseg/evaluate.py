@@ -3,8 +3,8 @@ interior error (the paper's Fig. 1), and qualitative panels.
 
 ``python -m flexseg.evaluate --params P --checkpoint model.pt --out-dir DIR`` with
 P = {"evaluation": {mode, window, stride, batch_size, scale, boundary_kernel, panels, device},
-"dataset": {name, format, root, split, conditions}} writes ``DIR/metrics.json`` and
-``DIR/panels.png``.
+"dataset": {name, format, root, split, conditions}} writes ``DIR/metrics.json``,
+``DIR/panels.png`` and ``DIR/panels.npz`` (the panel tiles, for comparisons across runs).
 
 The protocol is DAFormer/HRDA's single-scale test (``flexseg.inference``: keep-ratio resize
 into ``scale`` x the model's ``test_scale_factor``, sliding window or whole image, softmax,
@@ -40,7 +40,7 @@ import torch
 from tqdm import tqdm
 
 from flexseg.config import ConfigError, add_params_arguments, params_from_args
-from flexseg.figures import panel_row, write_panels
+from flexseg.figures import PanelTiles, panel_tiles, save_tiles, tiles_row, write_panels
 from flexseg.inference import InferenceSettings, Predictor, predict_image
 from flexseg.io import DataError, git_revision, write_json
 from flexseg.labels import CLASS_NAMES, NUM_CLASSES
@@ -105,7 +105,7 @@ class Sample:
 @dataclass
 class EvaluationResult:
     scores: SplitScores
-    panel_rows: list[np.ndarray] = field(default_factory=list)
+    panels: list[PanelTiles] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -171,7 +171,7 @@ def evaluate_samples(
 ) -> EvaluationResult:
     """Predict every sample and accumulate the split's scores (and the chosen panel rows)."""
     scores = SplitScores(num_classes=NUM_CLASSES)
-    rows: list[np.ndarray] = []
+    rows: list[PanelTiles] = []
     chosen = panel_indices(total, settings.panels)
     start = time.perf_counter()
     for i, sample in enumerate(tqdm(samples, total=total, desc=desc, file=sys.stderr)):
@@ -187,10 +187,10 @@ def evaluate_samples(
         boundary = gt_boundary(gt, settings.boundary_kernel)
         scores.add(conf, boundary_interior_counts(pred_t, gt, boundary), sample.condition)
         if i in chosen:
-            rows.append(panel_row(sample.rgb, pred.labels, sample.label))
+            rows.append(panel_tiles(sample.name, sample.rgb, pred.labels, sample.label))
     if scores.num_images == 0:
         raise DataError(f"{desc}: no images were evaluated")
-    return EvaluationResult(scores=scores, panel_rows=rows, seconds=time.perf_counter() - start)
+    return EvaluationResult(scores=scores, panels=rows, seconds=time.perf_counter() - start)
 
 
 def _finite(value: float) -> float | None:
@@ -290,7 +290,8 @@ def run(params: Mapping[str, Any], checkpoint: str | Path, out_dir: str | Path) 
     extra = {"device": str(device), "checkpoint": str(checkpoint), "git_revision": git_revision()}
     record = metrics_record(result, identity, str(entry["name"]), settings, extra)
     out = Path(out_dir)
-    write_panels(out / "panels.png", result.panel_rows)
+    write_panels(out / "panels.png", [tiles_row(t) for t in result.panels])
+    save_tiles(out / "panels.npz", result.panels)
     write_json(out / "metrics.json", record)
     rate = result.scores.num_images / max(result.seconds, 1e-9)
     print(
@@ -312,7 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--dataset", help="with --config: which entry of datasets (evaluation.scales) to use"
     )
     parser.add_argument("--checkpoint", required=True, help="model.pt written by flexseg.train")
-    parser.add_argument("--out-dir", required=True, help="folder for metrics.json and panels.png")
+    parser.add_argument(
+        "--out-dir", required=True, help="folder for metrics.json, panels.png and panels.npz"
+    )
     parser.add_argument(
         "--threads", type=int, help="CPU threads for torch (default: torch's own choice)"
     )

@@ -7,18 +7,28 @@ evaluated dataset, and per method two bars (boundary solid, interior hatched) ho
 over seeds of the split-pooled error rates that ``flexseg.evaluate`` writes; the methods shown are
 ``tables.main_experiments``. Panels (input | prediction | ground truth) are drawn with the
 Cityscapes palette, each tile scaled to a fixed height so that panels of large images stay small.
+
+The paper's Fig. 5 (input | baseline | FLEX-Seg | ground truth, same images) is built from the
+``panels.npz`` that every evaluation job writes next to ``panels.png``: the chosen images' names
+and their tiles already scaled to the panel height (labels as train ids, nearest-neighbour
+scaled), so comparing runs reads kilobytes, not the datasets. Runs of one (model, dataset) pick
+the same images (``flexseg.evaluate.panel_indices``); different names are an error.
+``python -m flexseg.figures compare --panels A.npz B.npz --titles A B --out fig.png`` draws it.
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 
-from flexseg.io import atomic_path, write_image
+from flexseg.io import DataError, atomic_path, write_image
 from flexseg.labels import colorize
 
 DATASET_ORDER = ("acdc", "dark_zurich", "cityscapes", "bdd100k", "mapillary", "source_val")
@@ -95,32 +105,111 @@ def _scaled(image: np.ndarray, height: int, labels: bool) -> np.ndarray:
     return cv2.resize(image, size, interpolation=interp)
 
 
+@dataclass
+class PanelTiles:
+    """One panel image: its name and the input, prediction and ground truth at panel height."""
+
+    name: str
+    rgb: np.ndarray  # (h, w, 3) uint8
+    pred: np.ndarray  # (h, w) uint8 train ids, 255 void
+    gt: np.ndarray  # (h, w) uint8 train ids, 255 void
+
+
+def panel_tiles(
+    name: str, rgb: np.ndarray, pred: np.ndarray, gt: np.ndarray, height: int = PANEL_HEIGHT
+) -> PanelTiles:
+    """Scale one evaluated image to the panel height (labels nearest, photos area-averaged)."""
+    if pred.shape != gt.shape:
+        raise ValueError(
+            f"{name}: prediction {pred.shape} and ground truth {gt.shape} differ in size"
+        )
+    if rgb.shape[:2] != gt.shape:
+        rgb = cv2.resize(rgb, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return PanelTiles(
+        name=name,
+        rgb=_scaled(rgb, height, labels=False),
+        pred=_scaled(pred.astype(np.uint8), height, labels=True),
+        gt=_scaled(gt.astype(np.uint8), height, labels=True),
+    )
+
+
+def _hconcat(tiles: Sequence[np.ndarray]) -> np.ndarray:
+    gap = np.full((tiles[0].shape[0], 4, 3), 255, dtype=np.uint8)
+    parts: list[np.ndarray] = []
+    for i, tile in enumerate(tiles):
+        parts += [gap, tile] if i else [tile]
+    return np.concatenate(parts, axis=1)
+
+
+def tiles_row(t: PanelTiles) -> np.ndarray:
+    """input | prediction | ground truth."""
+    return _hconcat([t.rgb, colorize(t.pred), colorize(t.gt)])
+
+
 def panel_row(
     rgb: np.ndarray, pred: np.ndarray, gt: np.ndarray, height: int = PANEL_HEIGHT
 ) -> np.ndarray:
     """One row: input | prediction | ground truth, each scaled to ``height`` px."""
-    if pred.shape != gt.shape:
-        raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in size")
-    if rgb.shape[:2] != gt.shape:
-        rgb = cv2.resize(rgb, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_LINEAR)
-    tiles = [
-        _scaled(rgb, height, labels=False),
-        _scaled(colorize(pred), height, labels=True),
-        _scaled(colorize(gt), height, labels=True),
-    ]
-    gap = np.full((height, 4, 3), 255, dtype=np.uint8)
-    return np.concatenate([tiles[0], gap, tiles[1], gap, tiles[2]], axis=1)
+    return tiles_row(panel_tiles("", rgb, pred, gt, height))
+
+
+def save_tiles(path: str | Path, tiles: Sequence[PanelTiles]) -> None:
+    """The panel tiles of one evaluation job as one compressed ``.npz``, written atomically."""
+    arrays: dict[str, np.ndarray] = {"names": np.array([t.name for t in tiles], dtype=str)}
+    for i, t in enumerate(tiles):
+        arrays[f"rgb{i}"], arrays[f"pred{i}"], arrays[f"gt{i}"] = t.rgb, t.pred, t.gt
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+
+
+def load_tiles(path: str | Path) -> list[PanelTiles]:
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            names = [str(n) for n in data["names"]]
+            return [
+                PanelTiles(n, data[f"rgb{i}"], data[f"pred{i}"], data[f"gt{i}"])
+                for i, n in enumerate(names)
+            ]
+    except (OSError, KeyError, ValueError) as err:
+        raise DataError(
+            f"{path}: not a panel-tiles file written by flexseg.evaluate ({err})"
+        ) from err
+
+
+def comparison_image(runs: Sequence[tuple[str, Sequence[PanelTiles]]]) -> np.ndarray:
+    """The paper's Fig. 5: per image, input | one prediction per run | ground truth.
+
+    ``runs`` is a list of (title, tiles); every run must hold the same images in the same order.
+    """
+    if not runs:
+        raise ValueError("comparison_image needs at least one run")
+    first_title, first = runs[0]
+    names = [t.name for t in first]
+    for title, tiles in runs[1:]:
+        other = [t.name for t in tiles]
+        if other != names:
+            raise DataError(
+                f"panels of {title!r} show {other}, those of {first_title!r} show {names}: "
+                "the runs were not evaluated on the same images"
+            )
+    rows = []
+    for i, base in enumerate(first):
+        preds = [colorize(tiles[i].pred) for _, tiles in runs]
+        rows.append(_hconcat([base.rgb, *preds, colorize(base.gt)]))
+    titles = ["input", *[title for title, _ in runs], "ground truth"]
+    return panels_image(rows, titles)
 
 
 def panels_image(rows: Sequence[np.ndarray], titles: Sequence[str] = PANEL_TITLES) -> np.ndarray:
-    """Stack panel rows (padded to the widest) under a header naming the three columns."""
+    """Stack panel rows (padded to the widest) under a header naming the columns."""
     if not rows:
         canvas = np.full((60, 360, 3), 255, dtype=np.uint8)
         cv2.putText(canvas, "no images", (10, 35), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 1)
         return canvas
     width = max(r.shape[1] for r in rows)
     header = np.full((24, width, 3), 255, dtype=np.uint8)
-    tile_w = (rows[0].shape[1] - 8) // 3
+    tile_w = (rows[0].shape[1] - 4 * (len(titles) - 1)) // len(titles)
     for i, title in enumerate(titles):
         cv2.putText(
             header, title, (i * (tile_w + 4) + 4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1
@@ -134,3 +223,31 @@ def panels_image(rows: Sequence[np.ndarray], titles: Sequence[str] = PANEL_TITLE
 
 def write_panels(path: str | Path, rows: Sequence[np.ndarray]) -> None:
     write_image(path, panels_image(rows))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m flexseg.figures",
+        description="Figures from evaluation outputs.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    cmp = sub.add_parser(
+        "compare", help="the paper's Fig. 5: input | one prediction per run | ground truth"
+    )
+    cmp.add_argument("--panels", nargs="+", required=True, help="panels.npz of each run")
+    cmp.add_argument("--titles", nargs="+", required=True, help="one column title per run")
+    cmp.add_argument("--out", required=True, help="PNG to write")
+    args = parser.parse_args(argv)
+    if len(args.titles) != len(args.panels):
+        parser.error(f"{len(args.panels)} --panels but {len(args.titles)} --titles")
+    try:
+        runs = [(t, load_tiles(p)) for t, p in zip(args.titles, args.panels, strict=True)]
+        write_image(args.out, comparison_image(runs))
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

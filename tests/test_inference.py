@@ -232,7 +232,7 @@ def test_evaluate_samples_scores_and_panels():
     )
     result = evaluate_samples(model, iter(samples), len(samples), s, torch.device("cpu"))
     scores = result.scores
-    assert scores.num_images == 4 and len(result.panel_rows) == 2
+    assert scores.num_images == 4 and len(result.panels) == 2
     conf = np.zeros((19, 19), dtype=np.int64)
     bw = bv = 0
     for smp in samples:

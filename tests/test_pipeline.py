@@ -60,6 +60,7 @@ TINY = {
         "scales": {"acdc": [96, 54], "cityscapes": [96, 48], "source_val": [96, 64]},
         "panels": 1,
     },
+    "tables": {"compare_panels": ["source_only", "flexseg"]},
 }
 
 
@@ -126,6 +127,12 @@ def test_all_produces_the_results_table(finished_run):
     generated = finished_run / "results" / "generation" / "dataset"
     assert len(list((generated / "images").glob("*.png"))) == 4
     assert (finished_run / "results" / "demo" / "world_grid.png").stat().st_size > 0
+    figures = finished_run / "results" / "figures" / "compare" / "tiny"
+    assert sorted(p.name for p in figures.glob("*.png")) == [
+        "acdc.png",
+        "cityscapes.png",
+        "source_val.png",
+    ]
 
 
 def test_forcerun_evaluate_reruns_only_evaluation(finished_run):
@@ -136,6 +143,7 @@ def test_forcerun_evaluate_reruns_only_evaluation(finished_run):
     )  # fmt: skip
     counts = job_counts(proc.stdout)
     assert counts.pop("evaluate") == 2 * 3
+    assert counts.pop("compare_panels") == 3
     assert counts.pop("tables") == 1
     counts.pop("all", None)
     assert counts == {}, counts
@@ -146,6 +154,7 @@ def test_an_evaluation_setting_reruns_only_evaluation(finished_run):
     proc = run_snakemake(finished_run, "-n", "--cores", "2", "all", "--configfile", str(config))
     counts = job_counts(proc.stdout)
     assert counts.pop("evaluate") == 2 * 3
+    assert counts.pop("compare_panels") == 3
     assert counts.pop("tables") == 1
     counts.pop("all", None)
     assert counts == {}, counts
@@ -157,6 +166,7 @@ def test_a_training_setting_reruns_training_not_generation(finished_run):
     counts = job_counts(proc.stdout)
     assert counts.pop("train") == 2
     assert counts.pop("evaluate") == 2 * 3
+    assert counts.pop("compare_panels") == 3
     assert counts.pop("tables") == 1
     counts.pop("all", None)
     assert counts == {}, counts

@@ -93,8 +93,22 @@ def all_metrics():
     ]
 
 
+def compare_figures():
+    """results/figures/compare/<model>/<dataset>.png wherever every compared run exists."""
+    names = config["tables"]["compare_panels"]
+    seed = config["run"]["seeds"][0]
+    have = set(runs())
+    models = dict.fromkeys(m for _, m, _ in runs())
+    return [
+        f"results/figures/compare/{m}/{d}.png"
+        for m in models
+        for d in config["evaluation"]["datasets"]
+        if names and all((e, m, seed) in have for e in names)
+    ]
+
+
 def final_outputs():
-    out = ["results/table.csv", "results/table.md", "results/tables/long.csv"]
+    out = ["results/table.csv", "results/table.md", "results/tables/long.csv", *compare_figures()]
     if DEMO:
         out.append("results/demo/world_grid.png")
     if any(config["experiments"][e]["data"] != "source" for e, _, _ in runs()):

@@ -1,4 +1,6 @@
-# One evaluation job per (run, dataset): mIoU, per-class IoU, boundary/interior error, panels.
+# One evaluation job per (run, dataset): mIoU, per-class IoU, boundary/interior error, panels;
+# then the paper's Fig. 5 per (model, dataset) from the panel tiles of the compared runs.
+from flexseg.config import stage_params
 
 
 rule evaluate:
@@ -14,6 +16,7 @@ rule evaluate:
             subcategory="{dataset}",
             labels={"run": "{experiment} {model} seed {seed}", "dataset": "{dataset}"},
         ),
+        tiles="results/evaluate/{experiment}/{model}/seed{seed}/{dataset}/panels.npz",
     params:
         p=stage("evaluate"),
     log:
@@ -30,3 +33,28 @@ rule evaluate:
         "python -m flexseg.evaluate --params {params.p:q} --checkpoint {input.model} --threads {threads} "
         "--out-dir results/evaluate/{wildcards.experiment}/{wildcards.model}/seed{wildcards.seed}/{wildcards.dataset} "
         "> {log} 2>&1"
+
+
+rule compare_panels:
+    input:
+        lambda w: [
+            f"results/evaluate/{e}/{w.model}/seed{config['run']['seeds'][0]}/{w.dataset}/panels.npz"
+            for e in config["tables"]["compare_panels"]
+        ],
+    output:
+        report(
+            "results/figures/compare/{model}/{dataset}.png",
+            caption="../report/compare_panels.rst",
+            category="Figures",
+            subcategory="{dataset}",
+            labels={"model": "{model}", "dataset": "{dataset}"},
+        ),
+    params:
+        titles=lambda w: stage_params(config, "compare_panels")["titles"],
+    log:
+        "logs/compare_panels/{model}/{dataset}.log",
+    conda:
+        "../envs/flexseg.yaml"
+    shell:
+        "python -m flexseg.figures compare --panels {input:q} --titles {params.titles:q} "
+        "--out {output:q} > {log} 2>&1"
