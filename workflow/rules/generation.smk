@@ -1,4 +1,7 @@
 # Diffusion generation: job table -> (demo: train the tiny generator) -> K shards -> merged set.
+# The demo generator's jobs run on one thread: beside a one-thread training job on a 2-core
+# machine, two threads oversubscribe the cores and made the chain 2-4x slower (measured); alone,
+# a second thread gained only 10-40 %.
 
 
 rule generation_jobs:
@@ -33,7 +36,7 @@ rule demo_generator_prior:
     benchmark:
         "results/benchmarks/generation/demo_prior.tsv"
     priority: 10
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
         cpu_load=cpu_load,
@@ -58,7 +61,7 @@ rule demo_generator_source:
     benchmark:
         "results/benchmarks/generation/demo_source.tsv"
     priority: 10
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
         cpu_load=cpu_load,
@@ -84,7 +87,7 @@ rule demo_generator_controlnet:
     benchmark:
         "results/benchmarks/generation/demo_controlnet.tsv"
     priority: 10
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
         cpu_load=cpu_load,
