@@ -146,13 +146,6 @@ def tiles_row(t: PanelTiles) -> np.ndarray:
     return _hconcat([t.rgb, colorize(t.pred), colorize(t.gt)])
 
 
-def panel_row(
-    rgb: np.ndarray, pred: np.ndarray, gt: np.ndarray, height: int = PANEL_HEIGHT
-) -> np.ndarray:
-    """One row: input | prediction | ground truth, each scaled to ``height`` px."""
-    return tiles_row(panel_tiles("", rgb, pred, gt, height))
-
-
 def save_tiles(path: str | Path, tiles: Sequence[PanelTiles]) -> None:
     """The panel tiles of one evaluation job as one compressed ``.npz``, written atomically."""
     arrays: dict[str, np.ndarray] = {"names": np.array([t.name for t in tiles], dtype=str)}
