@@ -29,7 +29,14 @@ from generation.demo.architecture import (
     build_vae,
     training_scheduler,
 )
-from generation.demo.data import LatentImage, read_captions, sample_crops, to_tensor
+from generation.demo.data import (
+    LatentImage,
+    TrainImage,
+    read_captions,
+    sample_crops,
+    sample_pixel_crops,
+    to_tensor,
+)
 from generation.demo.settings import settings_from_params
 from generation.demo.train import (
     DenoiserSetup,
@@ -69,6 +76,7 @@ def tiny_params() -> dict:
             "train_text_encoder": True,
             "architecture": {
                 "vae_channels": [8, 8, 8, 8],
+                "vae_layers_per_block": 0,
                 "unet_channels": [16, 16, 16],
                 "text_width": 16,
                 "text_layers": 1,
@@ -80,6 +88,7 @@ def tiny_params() -> dict:
                 "crop_size": 16,
                 "lr": 1e-3,
                 "kl_weight": 1e-4,
+                "chroma_weight": 3.0,
             },
             "prior": {
                 "steps": 2,
@@ -390,6 +399,46 @@ def test_vae_loss_matches_reference():
     assert loss.item() == pytest.approx(expected, rel=1e-4)
 
 
+def test_vae_chroma_term_matches_reference():
+    torch.manual_seed(0)
+    vae = build_vae(settings_from_params(tiny_params()).architecture, sample_size=16)
+    batch = torch.rand(2, 3, 16, 16) * 2 - 1
+    plain = vae_loss(vae, batch, 1e-4, torch.Generator().manual_seed(3))
+    with_chroma = vae_loss(vae, batch, 1e-4, torch.Generator().manual_seed(3), chroma_weight=2.0)
+    with torch.no_grad():
+        moments = vae.quant_conv(vae.encoder(batch))
+        std = torch.exp(0.5 * moments[:, 4:].clamp(-30.0, 20.0))
+        eps = torch.randn(std.shape, generator=torch.Generator().manual_seed(3))
+        error = vae.decode(moments[:, :4] + std * eps).sample - batch
+    r, g, b = error[:, 0], error[:, 1], error[:, 2]
+    cb = -0.168736 * r - 0.331264 * g + 0.5 * b
+    cr = 0.5 * r - 0.418688 * g - 0.081312 * b
+    expected = 2.0 * (cb.abs().sum() + cr.abs().sum()).item() / (2 * error[:, 0].numel())
+    assert (with_chroma - plain).item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_build_vae_is_variance_preserving_and_shallow():
+    arch = settings_from_params(tiny_params()).architecture
+    vae = build_vae(arch, sample_size=16)
+    assert vae.config.layers_per_block == 0
+    assert all(len(block.resnets) == 0 for block in vae.encoder.down_blocks)
+    for module in vae.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            fan_in = module.weight[0].numel()
+            assert module.bias.abs().max().item() == 0.0
+            if module.weight.numel() >= 256:
+                assert module.weight.std().item() == pytest.approx(fan_in**-0.5, rel=0.25)
+
+
+def test_area_crops_weigh_images_by_area():
+    small = TrainImage("s", np.zeros((16, 16, 3), np.uint8), None, "")
+    large = TrainImage("l", np.full((16, 48, 3), 255, np.uint8), None, "")
+    batch = sample_pixel_crops([small, large], 4000, 8, np.random.default_rng(0))
+    assert batch.shape == (4000, 3, 8, 8)
+    share_large = (batch[:, 0, 0, 0] > 0).float().mean().item()
+    assert share_large == pytest.approx(0.75, abs=0.03)
+
+
 def test_vae_loss_decreases_on_a_fixed_batch():
     torch.manual_seed(0)
     vae = build_vae(settings_from_params(tiny_params()).architecture, sample_size=16)
@@ -516,6 +565,9 @@ def test_default_config_slice_reads():
     [
         ("architecture", "vae_channels", [8, 8, 8], "4 entries"),
         ("architecture", "condition_embedding", [4, 4, 8], "4 entries"),
+        ("architecture", "vae_channels", [8, 8, 16, 16], "equal vae_channels"),
+        ("architecture", "vae_layers_per_block", -1, ">= 0"),
+        ("vae", "chroma_weight", -1.0, ">= 0"),
         (None, "crop_size", 36, "multiple of 8"),
         (None, "crop_size", 40, "cannot halve"),
     ],

@@ -8,6 +8,14 @@ leave open for a model this small:
 - The VAE has no self-attention in its middle block: it is then fully convolutional, so the
   latent of a crop equals (away from the crop border) the crop of the whole image's latent, which
   lets training cache each image's latent once instead of encoding every crop.
+- The VAE is shallow and narrow (``vae_layers_per_block`` 0: no residual layer in the encoder's
+  blocks, one in the decoder's; widths [16, 16, 16, 16]) with 2 group-norm groups
+  (``VAE_NORM_GROUPS``), and its convolutions start from variance-preserving normal weights and
+  zero biases (``build_vae``). A demo VAE first learns a one-channel, luminance-only latent
+  (grey reconstructions) and only later the colour; PyTorch's default init (weight variance
+  1/(3 fan-in)) shrinks the signal on every convolution of the skip path, and SD's layout at these
+  widths costs ~5x more per step, so within a demo budget it never left the grey stage. Measured
+  on the demo world (``generation.demo.train``).
 - The U-Net has cross-attention in its two high-resolution blocks and a plain last block, like
   SD 1.5's layout shortened to three levels; one residual layer per block.
 - The text encoder is a 77-position CLIP text transformer of random initialisation (trained with
@@ -39,6 +47,7 @@ from generation.tokenizer import MAX_LENGTH
 CONDITIONING_CHANNELS = 20
 LATENT_CHANNELS = 4
 NORM_GROUPS = 8
+VAE_NORM_GROUPS = 2
 TEXT_HEAD_WIDTH = 16
 UNET_HEADS = 4
 
@@ -62,20 +71,28 @@ def _check_groups(channels: tuple[int, ...], what: str) -> None:
 
 
 def build_vae(arch: Architecture, sample_size: int) -> AutoencoderKL:
+    """The stock ``AutoencoderKL`` with ``arch``'s widths, its convolutions re-initialised
+    variance-preserving (normal, std 1/sqrt(fan-in), zero bias; see the module docstring)."""
     _check_groups(arch.vae_channels, "vae_channels")
     blocks = len(arch.vae_channels)
-    return AutoencoderKL(
+    vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * blocks,
         up_block_types=("UpDecoderBlock2D",) * blocks,
         block_out_channels=arch.vae_channels,
-        layers_per_block=1,
+        layers_per_block=arch.vae_layers_per_block,
         latent_channels=LATENT_CHANNELS,
-        norm_num_groups=NORM_GROUPS,
+        norm_num_groups=VAE_NORM_GROUPS,
         sample_size=sample_size,
         mid_block_add_attention=False,
     )
+    with torch.no_grad():
+        for module in vae.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(module.weight, nonlinearity="linear")
+                torch.nn.init.zeros_(module.bias)
+    return vae
 
 
 def build_text_encoder(arch: Architecture, tokenizer: CLIPTokenizer) -> CLIPTextModel:

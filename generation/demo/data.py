@@ -206,9 +206,11 @@ def sample_crops(
 def sample_pixel_crops(
     images: list[TrainImage], batch_size: int, crop: int, rng: np.random.Generator
 ) -> torch.Tensor:
-    """Random crops of random images, randomly mirrored, as a VAE batch in [-1, 1]."""
+    """Random crops, randomly mirrored, as a VAE batch in [-1, 1]; an image is picked with
+    probability proportional to its area, so every pixel of the world weighs the same."""
+    areas = np.array([im.rgb.shape[0] * im.rgb.shape[1] for im in images], dtype=float)
     out = []
-    for index in rng.integers(0, len(images), size=batch_size):
+    for index in rng.choice(len(images), size=batch_size, p=areas / areas.sum()):
         rgb = images[int(index)].rgb
         y = int(rng.integers(0, rgb.shape[0] - crop + 1))
         x = int(rng.integers(0, rgb.shape[1] - crop + 1))

@@ -20,6 +20,7 @@ class Architecture:
     """Widths of the tiny components. Four VAE blocks give Stable Diffusion's 8x downsampling."""
 
     vae_channels: tuple[int, ...]
+    vae_layers_per_block: int
     unet_channels: tuple[int, ...]
     text_width: int
     text_layers: int
@@ -33,6 +34,7 @@ class VaeTraining:
     crop_size: int
     lr: float
     kl_weight: float
+    chroma_weight: float
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ def settings_from_params(params: Mapping[str, Any]) -> DemoSettings:
     vae = _section(gen, "vae", SECTION)
     architecture = Architecture(
         vae_channels=tuple(int(c) for c in _get(arch, "vae_channels", f"{SECTION}.architecture")),
+        vae_layers_per_block=int(_get(arch, "vae_layers_per_block", f"{SECTION}.architecture")),
         unet_channels=tuple(int(c) for c in _get(arch, "unet_channels", f"{SECTION}.architecture")),
         text_width=int(_get(arch, "text_width", f"{SECTION}.architecture")),
         text_layers=int(_get(arch, "text_layers", f"{SECTION}.architecture")),
@@ -115,6 +118,7 @@ def settings_from_params(params: Mapping[str, Any]) -> DemoSettings:
             crop_size=int(_get(vae, "crop_size", f"{SECTION}.vae")),
             lr=float(_get(vae, "lr", f"{SECTION}.vae")),
             kl_weight=float(_get(vae, "kl_weight", f"{SECTION}.vae")),
+            chroma_weight=float(_get(vae, "chroma_weight", f"{SECTION}.vae")),
         ),
         prior=_denoiser(_section(gen, "prior", SECTION), f"{SECTION}.prior"),
         source=_denoiser(_section(gen, "source", SECTION), f"{SECTION}.source"),
@@ -132,6 +136,20 @@ def check_settings(settings: DemoSettings) -> None:
         raise ConfigError(
             f"{SECTION}.architecture.vae_channels must have 4 entries (Stable Diffusion's 8x "
             f"downsampling, which generation.sampler's tile sizes assume), got {arch.vae_channels}"
+        )
+    if arch.vae_layers_per_block < 0:
+        raise ConfigError(
+            f"{SECTION}.architecture.vae_layers_per_block must be >= 0, "
+            f"got {arch.vae_layers_per_block}"
+        )
+    if arch.vae_layers_per_block == 0 and len(set(arch.vae_channels)) != 1:
+        raise ConfigError(
+            f"{SECTION}.architecture.vae_layers_per_block 0 needs equal vae_channels (no encoder "
+            f"layer is left to change the width), got {list(arch.vae_channels)}"
+        )
+    if settings.vae.chroma_weight < 0:
+        raise ConfigError(
+            f"{SECTION}.vae.chroma_weight must be >= 0, got {settings.vae.chroma_weight}"
         )
     if 2 ** (len(arch.condition_embedding) - 1) != factor:
         raise ConfigError(
