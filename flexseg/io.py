@@ -49,6 +49,23 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
             tmp_path.unlink()
 
 
+@contextlib.contextmanager
+def opencv_single_threaded() -> Iterator[None]:
+    """OpenCV on one thread inside the block, on as many as before afterwards.
+
+    Wrap every fork of worker processes in it. A child forked while OpenCV's thread pool is
+    running inherits the pool's bookkeeping but none of its threads, and its first
+    ``cv2.setNumThreads`` then waits for those threads forever; stopping the pool before the
+    fork leaves the child nothing to wait for.
+    """
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(threads)
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

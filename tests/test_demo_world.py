@@ -490,3 +490,39 @@ def test_command_line_help_and_error_exit(tmp_path):
         timeout=120,
     )
     assert bad.returncode == 2 and "demo.seed" in bad.stderr
+
+
+FORK_AFTER_OPENCV = """
+import multiprocessing, sys
+import cv2, numpy as np
+from flexseg.io import opencv_single_threaded
+
+def init():
+    cv2.setNumThreads(1)
+
+def work(i):
+    return int(cv2.resize(np.full((400, 400), i, np.uint8), (40, 40))[0, 0])
+
+cv2.setNumThreads(2)
+image = np.random.default_rng(0).integers(0, 255, (1500, 1500, 3), dtype=np.uint8)
+for _ in range(3):
+    cv2.GaussianBlur(image, (31, 31), 5)  # starts OpenCV's thread pool
+with opencv_single_threaded():
+    assert cv2.getNumThreads() == 1
+    with multiprocessing.get_context("fork").Pool(2, initializer=init) as pool:
+        print(sorted(pool.imap_unordered(work, range(4))))
+print(cv2.getNumThreads())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork is the Linux start method")
+def test_workers_forked_after_opencv_threads_do_not_hang() -> None:
+    # Without opencv_single_threaded the children wait forever in cv2.setNumThreads (measured).
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_AFTER_OPENCV],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.split("\n")[:2] == ["[0, 1, 2, 3]", "2"]

@@ -53,7 +53,14 @@ from flexseg.data.demo.domains import (
 )
 from flexseg.data.demo.scene import render_scene
 from flexseg.data.demo.style import shade
-from flexseg.io import atomic_path, write_image, write_json, write_label, write_text
+from flexseg.io import (
+    atomic_path,
+    opencv_single_threaded,
+    write_image,
+    write_json,
+    write_label,
+    write_text,
+)
 from flexseg.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, colorize
 
 log = logging.getLogger("flexseg.demo_world")
@@ -288,7 +295,10 @@ def render_world(
         done = [_run_task(t) for t in tasks]
     else:
         ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(out, prompt)) as pool:
+        with (
+            opencv_single_threaded(),
+            ctx.Pool(workers, initializer=_init_worker, initargs=(out, prompt)) as pool,
+        ):
             done = list(pool.imap_unordered(_run_task, tasks, chunksize=4))
     for r in sorted(done, key=lambda r: (r.domain, r.index)):
         results[r.domain].append(r)

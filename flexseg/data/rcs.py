@@ -56,7 +56,7 @@ from flexseg.data.readers import (
     list_samples,
     map_label,
 )
-from flexseg.io import DataError, read_label, write_text
+from flexseg.io import DataError, opencv_single_threaded, read_label, write_text
 from flexseg.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ def compute_class_stats(entry: Mapping[str, Any], workers: int) -> ClassStats:
         counts = [count_classes(r) for r in refs]
     else:
         chunk = max(1, len(refs) // (workers * 8))
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with opencv_single_threaded(), ProcessPoolExecutor(max_workers=workers) as pool:
             counts = list(pool.map(count_classes, refs, chunksize=chunk))
     mismatched = [
         f"{r.name} (image {c.image_size[1]}x{c.image_size[0]}, label {c.width}x{c.height})"
