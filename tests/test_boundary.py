@@ -183,3 +183,44 @@ def test_granularity_masks_any_kernel_order() -> None:
     masks = granularity_masks(labels, kernels)
     for g, k in enumerate(kernels):
         assert torch.equal(masks[:, g], reference_boundary(labels, k, k)), k
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("kernels", [(3,), (5,), (3, 5, 7), (7, 1, 3)])
+def test_byte_and_wide_windows_agree(seed: int, kernels) -> None:
+    # Ids 0..254 take uint8 passes (void 255 or another void value), others int16 / int64.
+    labels = random_labels(seed, shape=(3, 13, 17), classes=6, void=0.2)
+    void_250 = torch.where(labels == IGNORE, 250, labels)
+    wide = torch.where(labels == IGNORE, labels, labels + 1000)  # int16 passes
+    as_bytes = granularity_masks(labels.to(torch.uint8), kernels)
+    for other in (
+        granularity_masks(labels, kernels),
+        granularity_masks(void_250, kernels, ignore_index=250),
+        granularity_masks(wide, kernels),
+    ):
+        assert torch.equal(other, as_bytes)
+    for g, k in enumerate(kernels):
+        assert torch.equal(as_bytes[:, g], reference_boundary(labels, k, k)), k
+
+
+def test_id_255_is_a_class_when_void_is_elsewhere() -> None:
+    labels = torch.tensor([[[255, 255, 3, 3], [255, 255, 3, 3], [0, 0, 0, 0]]])
+    got = boundary_mask(labels, 3, 3, ignore_index=0)
+    assert got[0, 0].tolist() == [False, True, True, False]
+    assert got[0, 2].tolist() == [False, False, False, False]
+
+
+def test_downsample_wide_cells_count_in_int64() -> None:
+    # A 64 x 64 cell holds more votes than the int16 counts allow: the bincount path.
+    labels = random_labels(6, shape=(2, 64, 64), classes=19, void=0.3)
+    for size in [(1, 1), (2, 1), (8, 8)]:
+        got = downsample_labels(labels, size, num_classes=19)
+        assert torch.equal(got, reference_downsample(labels, *size, classes=19, share=0.0))
+
+
+def test_downsample_rejects_the_void_slot_as_a_class() -> None:
+    # The value num_classes is where void is counted: a valid pixel holding it is bad input.
+    labels = torch.full((1, 4, 4), IGNORE, dtype=torch.long)
+    labels[0, 0, 0] = 19
+    with pytest.raises(ValueError, match="label value 19"):
+        downsample_labels(labels, (2, 2), num_classes=19)

@@ -53,25 +53,6 @@ def _check_kernel(kernel: int, name: str) -> None:
         )
 
 
-def _outside_classes(labels: torch.Tensor, valid: torch.Tensor, num_classes: int) -> bool:
-    """Whether a valid pixel holds a value outside 0..num_classes - 1 (one reduction; callers
-    locate the offending value only when there is one)."""
-    if labels.numel() == 0:
-        return False
-    lowest, highest = torch.aminmax(torch.where(valid, labels, 0))
-    return int(lowest) < 0 or int(highest) >= num_classes
-
-
-def _narrow_dtype(labels: torch.Tensor) -> torch.dtype:
-    """int16 when every value fits (the window passes then move a quarter of int64's bytes);
-    int64 otherwise, which holds any integer label exactly."""
-    if labels.numel() == 0:
-        return torch.int64
-    lo, hi = torch.aminmax(labels)
-    info = torch.iinfo(torch.int16)
-    return torch.int16 if info.min <= int(lo) and int(hi) <= info.max else torch.int64
-
-
 def _grow(values: torch.Tensor, radius: int, dim: int, out: torch.Tensor) -> torch.Tensor:
     """The maximum over a centred window of 2 radius + 1 along ``dim``, from shifted slices,
     written to ``out`` (same shape, not ``values``). Positions outside the image are skipped,
@@ -96,12 +77,25 @@ class _WindowRange:
     dtype's minimum, max's identity, so they never win and are transparent, as is the outside of
     the image. Separable row and column passes of shifted slices give exactly the square
     window's max-pool, for integer ids of any value, at a fraction of max_pool2d's cost on a CPU.
+
+    The narrowest dtype that holds the ids does the passes (fewer bytes to move): uint8 for ids
+    0..254, stored as id + 1 and 255 - id so that void is 0 (with void = 255 both come out of
+    the wrap-around of uint8 arithmetic, no masking needed); else int16, else int64.
     """
 
-    def __init__(self, labels: torch.Tensor, valid: torch.Tensor) -> None:
-        values = labels.to(_narrow_dtype(labels))
-        void = torch.iinfo(values.dtype).min
-        self.extrema = torch.where(valid, torch.stack([values, ~values]), void)
+    def __init__(self, labels: torch.Tensor, valid: torch.Tensor, ignore_index: int) -> None:
+        lo, hi = (int(v) for v in torch.aminmax(labels)) if labels.numel() else (0, 0)
+        self.bytes = lo >= 0 and (hi <= 254 or (hi == 255 and ignore_index == 255))
+        if self.bytes:
+            values = labels.to(torch.uint8)
+            stacked = torch.stack([values + 1, ~values])  # void 255 -> 0 in both rows
+            self.extrema = stacked if ignore_index == 255 else torch.where(valid, stacked, 0)
+        else:
+            info = torch.iinfo(torch.int16)
+            narrow = info.min <= lo and hi <= info.max
+            values = labels.to(torch.int16 if narrow else torch.int64)
+            void = torch.iinfo(values.dtype).min
+            self.extrema = torch.where(valid, torch.stack([values, ~values]), void)
         self._spare = torch.empty_like(self.extrema)
         self.radius = 0
 
@@ -117,7 +111,25 @@ class _WindowRange:
     def has_other_class(self) -> torch.Tensor:
         """Whether the window holds two different valid classes. The centre pixel is valid
         wherever the result is used, so that is "a class other than the centre's"."""
+        if self.bytes:  # largest id + 1 vs smallest id + 1 (at most 255 for a valid centre)
+            return self.extrema[0] != (~self.extrema[1]) + 1
         return self.extrema[0] != ~self.extrema[1]
+
+
+def _other_class_masks(
+    labels: torch.Tensor, valid: torch.Tensor, kernels: Sequence[int], ignore_index: int
+) -> dict[int, torch.Tensor]:
+    """``valid AND the k x k window holds another class`` for each distinct kernel k (bool,
+    like ``labels``), the windows grown from one another."""
+    masks = {k: torch.zeros_like(valid) for k in kernels if k == 1}
+    todo = sorted({k for k in kernels if k > 1})
+    if not todo:
+        return masks
+    window = _WindowRange(labels, valid, ignore_index)
+    for k in todo:
+        window.grow_to(k // 2)
+        masks[k] = valid & window.has_other_class()
+    return masks
 
 
 def boundary_mask(
@@ -134,11 +146,7 @@ def boundary_mask(
     # The outer band (dilation) and the inner band (erosion) are "the k window holds another
     # class" for k_d and k_e; the windows nest, so their union is the larger window's test.
     kernel = max(dilate_kernel, erode_kernel)
-    if kernel == 1:
-        return torch.zeros_like(valid)
-    window = _WindowRange(labels, valid)
-    window.grow_to(kernel // 2)
-    return valid & window.has_other_class()
+    return _other_class_masks(labels, valid, [kernel], ignore_index)[kernel]
 
 
 def granularity_masks(
@@ -156,14 +164,7 @@ def granularity_masks(
     for k in kernels:
         _check_kernel(k, f"granularity kernel (in kernels={list(kernels)})")
     valid = labels != ignore_index
-    window = _WindowRange(labels, valid)
-    masks: dict[int, torch.Tensor] = {}
-    for k in sorted(set(kernels)):
-        if k == 1:
-            masks[k] = torch.zeros_like(valid)
-            continue
-        window.grow_to(k // 2)
-        masks[k] = valid & window.has_other_class()
+    masks = _other_class_masks(labels, valid, kernels, ignore_index)
     return torch.stack([masks[k] for k in kernels], dim=1)
 
 
@@ -194,33 +195,70 @@ def downsample_labels(
         raise ValueError(f"share must lie in [0, 1], got {share}")
     labels = labels.long()
     valid = labels != ignore_index
-    if _outside_classes(labels, valid, num_classes):
-        bad = valid & ((labels < 0) | (labels >= num_classes))
-        value = int(labels[bad][0])
-        raise ValueError(
-            f"label value {value} is neither a class id in 0..{num_classes - 1} nor the ignore "
-            f"index {ignore_index}"
-        )
-    device = labels.device
     slots = num_classes + 1  # the last slot counts void
     cells = batch * h * w
     cls = torch.where(valid, labels, num_classes)
-    rows = torch.arange(height, device=device) * h // height
-    cols = torch.arange(width, device=device) * w // width
-    cell = rows[:, None] * w + cols[None, :]
-    image = torch.arange(batch, device=device)[:, None, None] * (h * w)
+    lowest, highest = torch.aminmax(cls) if cls.numel() else (0, 0)
+    # The range check misses one bad value: a valid pixel holding num_classes, void's slot.
+    if (
+        int(lowest) < 0
+        or int(highest) > num_classes
+        or (int(highest) == num_classes and bool((labels == num_classes).any()))
+    ):
+        bad = valid & ((labels < 0) | (labels >= num_classes))
+        raise ValueError(
+            f"label value {int(labels[bad][0])} is neither a class id in 0..{num_classes - 1} "
+            f"nor the ignore index {ignore_index}"
+        )
+    flat = torch.add(
+        _cell_index(batch, height, width, h, w, labels.device), cls, alpha=cells
+    ).reshape(-1)
     # Slot-major counts (slots, cells): the vote below then reduces over the outer dimension,
-    # which vectorizes, where an argmax over a short innermost dimension does not.
-    flat = torch.add(image + cell, cls, alpha=cells).reshape(-1)
-    counts = torch.bincount(flat, minlength=slots * cells).view(slots, cells)
-    # One max over count * slots + (slots - 1 - slot) picks the largest count and, among equal
-    # counts, the lowest slot: the lowest class id first and void last.
-    preference = torch.arange(slots - 1, -1, -1, device=device)
-    best = (counts * slots + preference[:, None]).amax(dim=0)
+    # which vectorizes, where a reduction over a short innermost dimension does not. One max
+    # over count * slots + (slots - 1 - slot) picks the largest count and, among equal counts,
+    # the lowest slot: the lowest class id first and void last. On a CPU the counts are
+    # int16 when the largest cell allows it (a quarter of int64's bytes to reduce).
+    most = -(-height // h) * -(-width // w) * slots + slots
+    if labels.device.type == "cpu" and most <= torch.iinfo(torch.int16).max:
+        counts = torch.zeros(slots * cells, dtype=torch.int16).scatter_add_(
+            0, flat, torch.ones(flat.numel(), dtype=torch.int16)
+        )
+    else:
+        counts = torch.bincount(flat, minlength=slots * cells)
+    counts = counts.view(slots, cells)
+    preference = torch.arange(slots - 1, -1, -1, dtype=counts.dtype, device=labels.device)
+    best = (counts * slots + preference[:, None]).amax(dim=0).long()
     winner = (slots - 1) - best % slots
     out = torch.where(winner == num_classes, ignore_index, winner).view(batch, h, w)
     if share > 0.0:
-        cell_size = torch.bincount(cell.reshape(-1), minlength=h * w).reshape(h, w)
+        cell_size = torch.bincount(
+            _cell_index(1, height, width, h, w, labels.device).reshape(-1), minlength=h * w
+        )
         top = (best // slots).view(batch, h, w)
-        out = torch.where(top < share * cell_size, torch.full_like(out, ignore_index), out)
+        out = torch.where(
+            top < share * cell_size.view(h, w),
+            torch.full_like(out, ignore_index),
+            out,
+        )
     return out
+
+
+_CELL_INDEX: dict[tuple, torch.Tensor] = {}
+
+
+def _cell_index(
+    batch: int, height: int, width: int, h: int, w: int, device: torch.device
+) -> torch.Tensor:
+    """(batch, height, width) int64: the cell of the (batch, h, w) grid each pixel falls in, as
+    image * h * w + row * w + col. Kept per shape (a training run sees one or two)."""
+    key = (batch, height, width, h, w, str(device))
+    index = _CELL_INDEX.get(key)
+    if index is None:
+        rows = torch.arange(height, device=device) * h // height
+        cols = torch.arange(width, device=device) * w // width
+        image = torch.arange(batch, device=device)[:, None, None] * (h * w)
+        index = image + (rows[:, None] * w + cols[None, :])
+        if len(_CELL_INDEX) >= 16:
+            _CELL_INDEX.clear()
+        _CELL_INDEX[key] = index
+    return index

@@ -43,6 +43,7 @@ Decisions the paper leaves open:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -132,13 +133,20 @@ class PrototypeBank(nn.Module):
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must lie in [0, 1], got {momentum}")
         self._check_rows(features, classes, grans)
-        n_rows = features.shape[0]
-        if n_rows == 0:
+        if features.shape[0] == 0:
             return
+        device = self.prototypes.device
+        gid = classes.to(device).long() * self.num_granularities + grans.to(device).long()
+        self._update_groups(F.normalize(features.detach(), dim=1), gid, momentum)
+
+    @torch.no_grad()
+    def _update_groups(self, unit: torch.Tensor, gid: torch.Tensor, momentum: float) -> None:
+        """``update`` for checked rows: unit-length features and their flat prototype index
+        ``class * G + granularity``."""
+        n_rows = unit.shape[0]
         dtype, device = self.prototypes.dtype, self.prototypes.device
         groups = self.num_classes * self.num_granularities
-        feats = F.normalize(features.detach().to(device=device, dtype=dtype), dim=1)
-        gid = classes.to(device).long() * self.num_granularities + grans.to(device).long()
+        feats = unit.detach().to(device=device, dtype=dtype)
 
         n_per_group = torch.bincount(gid, minlength=groups)
         order = torch.argsort(gid, stable=True)
@@ -190,13 +198,18 @@ def imbalance_weights(counts: torch.Tensor, active: torch.Tensor | None = None) 
         active = torch.ones_like(u, dtype=torch.bool)
     if active.shape != u.shape:
         raise ValueError(f"active {tuple(active.shape)} must match counts {tuple(u.shape)}")
-    if not bool(active.any()):
+    # Masked reductions instead of boolean indexing: the bank is small, the op count is what
+    # costs. Inactive entries read as -inf (for max u) and 0 (for max w).
+    largest = torch.where(active, u, -math.inf).amax()
+    if not bool(largest >= 0):  # -inf: nothing active; below 0: a negative count
+        if bool(active.any()):
+            raise ValueError("update counts must be non-negative")
         return torch.zeros_like(u)
-    if bool((u[active] < 0).any()):
+    if bool(torch.where(active, u, 0.0).amin() < 0):
         raise ValueError("update counts must be non-negative")
-    raw = (u[active].max() + 1.0) / (u + 1.0)
-    weights = raw / raw[active].max()
-    return torch.where(active, weights, torch.zeros_like(weights))
+    raw = (largest + 1.0) / (u + 1.0)
+    weights = torch.where(active, raw, 0.0)
+    return weights / weights.amax()
 
 
 def prototype_info_nce(
@@ -211,31 +224,44 @@ def prototype_info_nce(
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     bank._check_rows(features, classes, grans)
-    total = features.shape[0]
-    initialized = bank.initialized.reshape(-1).to(classes.device)
     gid = classes.long() * bank.num_granularities + grans.long()
+    return _info_nce(_unit(features), gid, bank, temperature)
+
+
+def _unit(features: torch.Tensor) -> torch.Tensor:
+    """Rows scaled to unit length, in float32 at least (autocast may hand in bf16 features;
+    float64 stays float64)."""
+    return F.normalize(features.to(torch.promote_types(features.dtype, torch.float32)), dim=1)
+
+
+def _info_nce(
+    unit: torch.Tensor, gid: torch.Tensor, bank: PrototypeBank, temperature: float
+) -> GAPResult:
+    """Eq. 5 for checked unit-length rows and their flat prototype index ``gid``."""
+    total = unit.shape[0]
+    initialized = bank.initialized.reshape(-1).to(gid.device)
     keep = initialized[gid]
     num = int(keep.sum())
     if num == 0:
-        return GAPResult(loss=features.sum() * 0.0, num_pixels=0, num_boundary=total)
-    if num < total:
-        features, gid = features[keep], gid[keep]
-    # float32 at least (autocast may hand in bf16 features); float64 stays float64.
-    compute = torch.promote_types(features.dtype, torch.float32)
-    feats = F.normalize(features.to(compute), dim=1)
+        return GAPResult(loss=unit.sum() * 0.0, num_pixels=0, num_boundary=total)
+    feats = unit[keep] if num < total else unit
+    gid = gid[keep] if num < total else gid
     # Only the initialized prototypes are softmax candidates: a column of -inf logits would add
     # exactly zero to the denominator, so leaving the column out is the same softmax.
     columns = initialized.nonzero().squeeze(1)
-    protos = bank.prototypes.reshape(-1, bank.dim).detach().to(feats.device, compute)
+    protos = bank.prototypes.reshape(-1, bank.dim).detach().to(feats.device, feats.dtype)
     # 1 / tau scales the few prototypes rather than the N x K logits (and their gradient).
     protos = F.normalize(protos.index_select(0, columns), dim=1) / temperature
     logits = feats @ protos.t()
     column_of = torch.cumsum(initialized, 0) - 1
-    weights = imbalance_weights(bank.counts, bank.initialized).reshape(-1).to(feats.device, compute)
+    weights = imbalance_weights(bank.counts, bank.initialized).reshape(-1)
     # Class-weighted CE summed: -sum_i w[t_i] log softmax(logits_i)[t_i], the numerator of Eq. 5.
     loss = (
         F.cross_entropy(
-            logits, column_of[gid], weight=weights.index_select(0, columns), reduction="sum"
+            logits,
+            column_of[gid],
+            weight=weights.index_select(0, columns).to(feats.device, feats.dtype),
+            reduction="sum",
         )
         / num
     )
@@ -291,7 +317,7 @@ def gather_for_update(
     cut back afterwards. Collective: every process must call it.
     """
     features = features.detach()
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not _distributed():
         return UpdateBatch(features=features, classes=classes, grans=grans)
     world = dist.get_world_size()
     device = features.device
@@ -334,9 +360,22 @@ def gap_loss(
         )
     if features.dim() == 4 and features.shape[1] != bank.dim:
         raise ValueError(f"features have {features.shape[1]} channels, the bank {bank.dim}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum must lie in [0, 1], got {momentum}")
     pixels = boundary_features(features, labels, kernels, bank.num_classes, ignore_index)
-    result = prototype_info_nce(pixels.features, pixels.classes, pixels.grans, bank, temperature)
-    if update:
+    # The rows come from the label map's classes and the bank's granularities: no range check.
+    unit = _unit(pixels.features)
+    gid = pixels.classes * bank.num_granularities + pixels.grans
+    result = _info_nce(unit, gid, bank, temperature)
+    if update and not _distributed():
+        bank._update_groups(unit, gid, momentum)  # normalizing again would give the same rows
+    elif update:
         batch = gather_for_update(pixels.features, pixels.classes, pixels.grans)
         bank.update(batch.features, batch.classes, batch.grans, momentum)
     return result
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1

@@ -26,12 +26,15 @@ Hardness-Aware Sampling records per image.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from flexseg.labels import IGNORE_INDEX
+
+_LOG2_E = 1.0 / math.log(2.0)
 
 
 @dataclass
@@ -59,25 +62,35 @@ def _entropy_weights(
     ``selected`` (B, H, W): (weights, mu_H, sigma_H, number of selected pixels).
 
     The entropy is only needed where the weight can differ from 1, so it is computed on the
-    selected pixels alone (about 15 % of a 128 px street layout at k = 5), gathered image by
-    image from the (C, H * W) planes in raster order.
+    selected pixels alone (about 15 % of a 128 px street layout at k = 5): their (C, n) columns
+    are gathered image by image from the (C, H * W) planes, in batch-then-raster order, and
+    reduced together.
     """
     batch, num_classes, height, width = log_probs.shape
-    planes = log_probs.reshape(batch, num_classes, height * width)
-    chosen = selected.reshape(batch, height * width)
-    parts = [log_probs.new_empty(0)]
-    for b in range(batch):
-        rows = planes[b].index_select(1, chosen[b].nonzero().squeeze(1))
-        parts.append(-(rows.exp() * rows).sum(dim=0))
-    entropy = torch.cat(parts)
-    count = torch.tensor(entropy.numel(), dtype=torch.int64, device=entropy.device)
-    denom = max(entropy.numel(), 1)
-    mean = entropy.sum() / denom
-    std = ((entropy - mean) ** 2).sum().div(denom).sqrt()
-    emphasis = 1.0 + alpha * torch.sigmoid((entropy - mean) / (std + eps))
-    weights = torch.ones(selected.shape, dtype=entropy.dtype, device=entropy.device)
-    weights.masked_scatter_(selected, emphasis)  # both in batch-then-raster order
-    return weights, mean, std, count
+    pixels = height * width
+    planes = log_probs.reshape(batch, num_classes, pixels)
+    flat = selected.reshape(-1).nonzero().squeeze(1)  # batch, then raster order
+    weights = torch.ones(batch * pixels, dtype=log_probs.dtype, device=log_probs.device)
+    count = torch.tensor(flat.numel(), dtype=torch.int64, device=log_probs.device)
+    if flat.numel() == 0:
+        zero = log_probs.new_zeros(())
+        return weights.view(batch, height, width), zero, zero.clone(), count
+    columns, start = [], 0
+    for b, n in enumerate(selected.reshape(batch, pixels).sum(dim=1).tolist()):
+        if n:
+            local = flat[start : start + n] - b * pixels
+            columns.append(planes[b].index_select(1, local))
+            start += n
+    rows = columns[0] if len(columns) == 1 else torch.cat(columns, dim=1)
+    # p = 2 ** (log p * log2(e)): on a CPU exp2 costs a third of exp, for ~1e-7 relative error.
+    probs = torch.exp2(rows * _LOG2_E)
+    entropy = -torch.linalg.vecdot(probs, rows, dim=0)
+    mean = entropy.mean()
+    centred = entropy - mean
+    std = torch.linalg.vector_norm(centred) / math.sqrt(entropy.numel())  # population std
+    emphasis = torch.sigmoid(centred / (std + eps)).mul_(alpha).add_(1.0)
+    weights.index_copy_(0, flat, emphasis)
+    return weights.view(batch, height, width), mean, std, count
 
 
 def ube_loss(
