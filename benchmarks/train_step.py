@@ -15,7 +15,6 @@ import argparse
 import statistics
 import time
 
-import cv2
 import numpy as np
 import torch
 
@@ -89,10 +88,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    # As the training job does (flexseg.train): OpenCV, which computes the boundary masks on a
-    # CPU, gets the same number of threads as torch.
     torch.set_num_threads(args.threads)
-    cv2.setNumThreads(args.threads)
 
     config = load_config()
     model_cfg = {"name": args.model, **config["models"][args.model]}
