@@ -205,16 +205,13 @@ def imbalance_weights(counts: torch.Tensor, active: torch.Tensor | None = None) 
         active = torch.ones_like(u, dtype=torch.bool)
     if active.shape != u.shape:
         raise ValueError(f"active {tuple(active.shape)} must match counts {tuple(u.shape)}")
-    # Masked reductions instead of boolean indexing: the bank is small, the op count is what
-    # costs. Inactive entries read as -inf (for max u) and 0 (for max w).
-    largest = torch.where(active, u, -math.inf).amax()
-    if not bool(largest >= 0):  # -inf: nothing active; below 0: a negative count
-        if bool(active.any()):
-            raise ValueError("update counts must be non-negative")
+    if not bool(active.any()):
         return torch.zeros_like(u)
+    # Masked reductions instead of boolean indexing: the bank is small, the op count is what
+    # costs. Inactive entries read as 0 (for min u and max w) and -inf (for max u).
     if bool(torch.where(active, u, 0.0).amin() < 0):
         raise ValueError("update counts must be non-negative")
-    raw = (largest + 1.0) / (u + 1.0)
+    raw = (torch.where(active, u, -math.inf).amax() + 1.0) / (u + 1.0)
     weights = torch.where(active, raw, 0.0)
     return weights / weights.amax()
 
