@@ -42,7 +42,9 @@ def read_benchmarks(workdir: Path) -> dict[str, list[tuple[float, float]]]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", type=Path, help="working directory (default: a fresh temp dir)")
+    parser.add_argument(
+        "--workdir", type=Path, help="working directory (default: a fresh temp dir)"
+    )
     parser.add_argument("--no-run", action="store_true", help="only read an existing run's files")
     parser.add_argument("--cores", default="8")
     parser.add_argument(

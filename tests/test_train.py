@@ -284,12 +284,13 @@ def test_objective_sums_the_terms() -> None:
     assert terms.per_image.shape == (2,)
 
 
-def test_plain_cross_entropy_matches_torch() -> None:
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_plain_cross_entropy_matches_torch(layout: torch.memory_format) -> None:
     torch.manual_seed(0)
     logits = torch.randn(3, 19, 8, 9)
     labels = torch.randint(0, 19, (3, 8, 9))
     labels[0, :3] = 255
-    loss, per_image = T.cross_entropy(logits, labels)
+    loss, per_image = T.cross_entropy(logits.contiguous(memory_format=layout), labels)
     ref = torch.nn.functional.cross_entropy(logits, labels, ignore_index=255)
     assert float(loss.detach()) == pytest.approx(float(ref), rel=1e-6)
     for b in range(3):

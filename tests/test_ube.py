@@ -115,6 +115,20 @@ def test_weights_carry_no_gradient() -> None:
     torch.testing.assert_close(grad, expected)
 
 
+def test_channels_last_logits_give_the_same_loss_and_gradient() -> None:
+    # The trainer hands in channels-last logits (read as pixel rows without a copy).
+    logits, labels, boundary = make_inputs(12, batch=3, classes=5, height=9, width=11)
+    plain = logits.clone().requires_grad_(True)
+    last = logits.clone().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    a, b = ube_loss(plain, labels, boundary), ube_loss(last, labels, boundary)
+    (ga,) = torch.autograd.grad(a.loss, plain)
+    (gb,) = torch.autograd.grad(b.loss, last)
+    assert a.loss.item() == pytest.approx(b.loss.item(), rel=1e-12)
+    torch.testing.assert_close(a.weights, b.weights, rtol=1e-12, atol=0.0)
+    torch.testing.assert_close(a.per_image, b.per_image, rtol=1e-12, atol=0.0)
+    torch.testing.assert_close(ga, gb, rtol=1e-12, atol=1e-15)
+
+
 def test_all_ignored_gives_zero_with_finite_gradient() -> None:
     logits, labels, boundary = make_inputs(9)
     logits = logits.requires_grad_(True)
