@@ -1,8 +1,8 @@
 """The cost of FLEX-Seg's losses: one training step with GAP + UBE over the plain CE step.
 
 Both steps run the same model config (``models.tiny`` of config/config.yaml unless ``--model``)
-on the same batch (4 x 128 px street-like label layouts, CPU, 1 thread by default): forward,
-loss, backward, AdamW. The two variants are stepped alternately so that load changes on a shared
+on the same batch (4 x 128 px street-like label layouts, CPU, 1 thread by default), laid out
+channels-last as the trainer does: forward, loss, backward, AdamW. The two variants are stepped alternately so that load changes on a shared
 machine hit both alike; after a warmup the medians are compared. The last line is
 ``flexseg_step_over_ce=<ratio>`` (target: at most 1.05).
 
@@ -49,7 +49,8 @@ class Stepper:
 
     def __init__(self, model_cfg: dict, recipe: Recipe, flexseg: bool) -> None:
         torch.manual_seed(0)
-        self.model = build_model(model_cfg).train()
+        # laid out as the trainer lays it out (channels-last, the images too)
+        self.model = build_model(model_cfg).train().to(memory_format=torch.channels_last)
         experiment = Experiment(
             name="flexseg" if flexseg else "ce",
             data="combined",
@@ -95,6 +96,7 @@ def main() -> None:
     recipe = Recipe.from_params(config["training"])
     torch.manual_seed(0)
     images = torch.randn(args.batch, 3, args.size, args.size)
+    images = images.contiguous(memory_format=torch.channels_last)
     labels = street_labels(args.batch, args.size, seed=0)
     plain, flex = Stepper(model_cfg, recipe, False), Stepper(model_cfg, recipe, True)
     times: dict[str, list[float]] = {"ce": [], "flexseg": []}

@@ -82,11 +82,14 @@ def test_add_rows_both_ways_equal_a_loop(matmul: bool) -> None:
     rows = torch.randint(0, 7, (40,), generator=g)
     coef = torch.rand(40, generator=g, dtype=torch.float64)
     feats = torch.randn(40, 5, generator=g, dtype=torch.float64)
+    keep = torch.rand(7, generator=g, dtype=torch.float64)
     expected = base.clone()
+    for r in range(7):
+        expected[r] *= keep[r]
     for r, c, f in zip(rows.tolist(), coef, feats, strict=True):
         expected[r] += c * f
-    got = _add_rows(base, rows, coef, feats, matmul=matmul)
-    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    _add_rows(base, keep, rows, coef, feats, matmul=matmul)
+    torch.testing.assert_close(base, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_long_runs_underflow_safely() -> None:
@@ -211,9 +214,11 @@ def reference_boundary_pixels(labels, feature_size, kernels, classes):
     return out
 
 
-def test_boundary_features_finest_granularity_raster_order() -> None:
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_boundary_features_finest_granularity_raster_order(layout: torch.memory_format) -> None:
+    # The trainer's channels-last features are gathered as rows, others as columns.
     labels = blocky_labels(1)
-    feats = torch.randn(2, 6, 16, 20, dtype=torch.float64)
+    feats = torch.randn(2, 6, 16, 20, dtype=torch.float64).contiguous(memory_format=layout)
     got = boundary_features(feats, labels, (3, 5, 7), num_classes=5)
     ref = reference_boundary_pixels(labels, (16, 20), (3, 5, 7), 5)
     assert len(ref) > 0 and len(ref) == got.features.shape[0]
@@ -306,6 +311,23 @@ def test_gap_and_ube_backpropagate_to_logits_and_features() -> None:
     total.backward()
     for grad in (logits.grad, feats.grad):
         assert grad is not None and bool(torch.isfinite(grad).all()) and grad.abs().sum() > 0
+
+
+def test_gap_loss_same_for_both_feature_layouts() -> None:
+    labels = blocky_labels(9, size=(32, 32))
+    base = torch.randn(2, 6, 8, 8, dtype=torch.float64)
+    results = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        bank = PrototypeBank(5, 3, 6).double()
+        gap_loss(base.flip(0), labels, bank)  # seed the prototypes
+        feats = base.clone().contiguous(memory_format=layout).requires_grad_(True)
+        loss = gap_loss(feats, labels, bank).loss
+        (grad,) = torch.autograd.grad(loss, feats)
+        results.append((loss.detach(), grad, bank.prototypes.clone()))
+    (l1, g1, p1), (l2, g2, p2) = results
+    assert l1.item() > 0 and torch.equal(l1, l2) and torch.equal(p1, p2)
+    torch.testing.assert_close(g1, g2, rtol=1e-12, atol=1e-15)
+    assert g1.abs().sum() > 0
 
 
 # ---------------------------------------------------------------------------------------------

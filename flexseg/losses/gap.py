@@ -149,49 +149,60 @@ class PrototypeBank(nn.Module):
         dtype, device = self.prototypes.dtype, self.prototypes.device
         groups = self.num_classes * self.num_granularities
         feats = features.detach().to(device=device, dtype=dtype)
+        flat = self.prototypes.view(groups, self.dim)
 
         n_per_group = torch.bincount(gid, minlength=groups)
         order = torch.argsort(gid, stable=True)
-        starts = torch.cumsum(n_per_group, 0) - n_per_group
-        rank = torch.empty_like(gid)
-        rank[order] = torch.arange(n_rows, device=device) - starts[gid[order]]
-        later = n_per_group[gid] - 1 - rank  # pixels of the same prototype after this one
-
-        m = torch.tensor(momentum, dtype=torch.float64, device=device)
-        was_init = self.counts.reshape(-1) > 0
-        decay = m ** later.double()
-        seeds_prototype = (rank == 0) & ~was_init[gid]
-        coef = torch.where(seeds_prototype, decay, (1.0 - m) * decay).to(dtype)
+        ends = torch.cumsum(n_per_group, 0)  # one past each group's run in the sorted order
+        # Pixels of the same prototype after this one: the run's end minus the sorted position.
+        later = torch.empty_like(gid)
+        later[order] = ends[gid[order]] - torch.arange(1, n_rows + 1, device=device)
         if not unit:
-            # F.normalize's x / max(|x|, eps), folded into the row coefficients: no normalized
-            # (N, D) copy next to the weighted one (N = 4000, D = 256, one CPU thread: the
-            # update went from 4.4 to 0.9 ms; big temporaries cost page faults there).
-            coef = coef / torch.linalg.vector_norm(feats, dim=1).clamp_min(1e-12)
-        keep = torch.where(was_init, m ** n_per_group.double(), torch.zeros_like(m)).to(dtype)
-        flat = self.prototypes.view(groups, self.dim)
-        flat.copy_(_add_rows(keep[:, None] * flat, gid, coef, feats, matmul=device.type != "cpu"))
+            # F.normalize's x / max(|x|, eps), folded into the row coefficients below: no
+            # normalized (N, D) copy next to the weighted one (N = 4000, D = 256, one CPU thread:
+            # the update went from 4.4 to 0.9 ms; big temporaries cost page faults there).
+            scale = 1.0 / torch.linalg.vector_norm(feats, dim=1).clamp_min(1e-12)
+        # A prototype that has never been updated starts from its first pixel: with p_0 = f_1
+        # the momentum steps give p_1 = m f_1 + (1 - m) f_1 = f_1, so seeding it and then
+        # applying Eq. 4 to all of its pixels (f_1 included) is the documented initialization.
+        new = (n_per_group > 0) & (self.counts.view(-1) == 0)
+        if bool(new.any()):
+            fresh = new.nonzero().squeeze(1)
+            first = order.index_select(0, ends.index_select(0, fresh) - n_per_group[fresh])
+            seed = feats.index_select(0, first)
+            flat[fresh] = seed if unit else seed * scale.index_select(0, first)[:, None]
+        # Eq. 4 unrolled: p_n = m^n p_0 + (1 - m) sum_k m^(n - k) f_k.
+        coef = ((1.0 - momentum) * torch.pow(momentum, later.double())).to(dtype)
+        if not unit:
+            coef = coef * scale
+        keep = torch.pow(momentum, n_per_group.double()).to(dtype)
+        _add_rows(flat, keep, gid, coef, feats, matmul=device.type != "cpu")
         self.counts += n_per_group.view_as(self.counts)
 
 
 def _add_rows(
     base: torch.Tensor,
+    keep: torch.Tensor,
     rows: torch.Tensor,
     coef: torch.Tensor,
     feats: torch.Tensor,
     matmul: bool,
-) -> torch.Tensor:
-    """``base`` (G, D) plus coef[n] * feats[n] added to row rows[n], for every n.
+) -> None:
+    """In place: ``base`` (G, D) rows scaled by ``keep`` (G,), then coef[n] * feats[n] added to
+    row rows[n], for every n.
 
     Both ways give the same sum up to rounding, and each gives the same bits on every DDP
     process from the same gathered rows. On a GPU a (G x N) mixing matrix and one matmul (an
     index_add there uses atomics, whose order varies). On a CPU index_add adds the rows one
     after another in a fixed order, for O(N D) work instead of the matmul's O(G N D).
     """
+    base.mul_(keep[:, None])
     if matmul:
         mix = torch.zeros(base.shape[0], rows.shape[0], dtype=base.dtype, device=base.device)
         mix[rows, torch.arange(rows.shape[0], device=base.device)] = coef
-        return base + mix @ feats
-    return base.index_add(0, rows, feats * coef[:, None])
+        base.add_(mix @ feats)
+    else:
+        base.index_add_(0, rows, feats * coef[:, None])
 
 
 def imbalance_weights(counts: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
@@ -199,21 +210,21 @@ def imbalance_weights(counts: torch.Tensor, active: torch.Tensor | None = None) 
 
     ``active`` (bool, like ``counts``) restricts max u and the normalization to some prototypes
     (GAP passes the initialized ones); inactive entries get weight 0. Returns float64.
+
+    The largest weight is the least-updated prototype's, (max u + 1) / (min u + 1), so the
+    normalized weights are (min u + 1) / (u + 1): max u cancels and is never computed.
     """
     u = counts.to(torch.float64)
     if active is None:
         active = torch.ones_like(u, dtype=torch.bool)
     if active.shape != u.shape:
         raise ValueError(f"active {tuple(active.shape)} must match counts {tuple(u.shape)}")
-    if not bool(active.any()):
+    lowest = float(torch.where(active, u, math.inf).amin()) if u.numel() else math.inf
+    if lowest == math.inf:  # nothing active
         return torch.zeros_like(u)
-    # Masked reductions instead of boolean indexing: the bank is small, the op count is what
-    # costs. Inactive entries read as 0 (for min u and max w) and -inf (for max u).
-    if bool(torch.where(active, u, 0.0).amin() < 0):
+    if lowest < 0:
         raise ValueError("update counts must be non-negative")
-    raw = (torch.where(active, u, -math.inf).amax() + 1.0) / (u + 1.0)
-    weights = torch.where(active, raw, 0.0)
-    return weights / weights.amax()
+    return torch.where(active, (lowest + 1.0) / (u + 1.0), 0.0)
 
 
 def prototype_info_nce(
@@ -243,32 +254,24 @@ def _info_nce(
 ) -> GAPResult:
     """Eq. 5 for checked unit-length rows and their flat prototype index ``gid``."""
     total = unit.shape[0]
-    initialized = bank.initialized.reshape(-1).to(gid.device)
+    counts = bank.counts.reshape(-1).to(gid.device)
+    initialized = counts > 0
     keep = initialized[gid]
     num = int(keep.sum())
     if num == 0:
         return GAPResult(loss=unit.sum() * 0.0, num_pixels=0, num_boundary=total)
     feats = unit[keep] if num < total else unit
     gid = gid[keep] if num < total else gid
-    # Only the initialized prototypes are softmax candidates: a column of -inf logits would add
-    # exactly zero to the denominator, so leaving the column out is the same softmax.
-    columns = initialized.nonzero().squeeze(1)
+    # Every prototype is a column; an uninitialized one (a zero row) gets the logit -inf, which
+    # adds exactly zero to the softmax denominator and receives zero gradient: the same softmax
+    # as over the initialized prototypes alone. 1 / tau scales the product, not the N x K
+    # logits afterwards.
     protos = bank.prototypes.reshape(-1, bank.dim).detach().to(feats.device, feats.dtype)
-    # 1 / tau scales the few prototypes rather than the N x K logits (and their gradient).
-    protos = F.normalize(protos.index_select(0, columns), dim=1) / temperature
-    logits = feats @ protos.t()
-    column_of = torch.cumsum(initialized, 0) - 1
-    weights = imbalance_weights(bank.counts, bank.initialized).reshape(-1)
+    absent = torch.where(initialized, 0.0, -math.inf).to(feats.dtype)
+    logits = torch.addmm(absent, feats, F.normalize(protos, dim=1).t(), alpha=1.0 / temperature)
+    weights = imbalance_weights(counts, initialized).to(feats.dtype)
     # Class-weighted CE summed: -sum_i w[t_i] log softmax(logits_i)[t_i], the numerator of Eq. 5.
-    loss = (
-        F.cross_entropy(
-            logits,
-            column_of[gid],
-            weight=weights.index_select(0, columns).to(feats.device, feats.dtype),
-            reduction="sum",
-        )
-        / num
-    )
+    loss = F.cross_entropy(logits, gid, weight=weights, reduction="sum") / num
     return GAPResult(loss=loss, num_pixels=num, num_boundary=total)
 
 
@@ -299,13 +302,19 @@ def boundary_features(
     # granularity is the number of masks that miss it.
     index = masks[:, -1].reshape(-1).nonzero().squeeze(1)  # batch, then raster order
     finest = len(kernels) - masks.sum(dim=1)
-    # Select columns of a (D, B h w) copy, then transpose only the N chosen rows: the copy moves
-    # whole (h w) planes, and index_select's backward is one index_add. A (B h w, D) copy would
-    # transpose every pixel, and fancy indexing of the permuted map has a slow backward.
-    planes = features.reshape(batch, dim, height * width).transpose(0, 1)
-    columns = planes.reshape(dim, batch * height * width).index_select(1, index)
+    if features.is_contiguous(memory_format=torch.channels_last):
+        # Channels-last (what the trainer runs): a (B h w, D) view; each pixel is one row.
+        rows = features.permute(0, 2, 3, 1).reshape(-1, dim).index_select(0, index)
+    else:
+        # Select columns of a (D, B h w) copy, then transpose only the N chosen rows: the copy
+        # moves whole (h w) planes, and index_select's backward is one index_add. A (B h w, D)
+        # copy would transpose every pixel (on a CPU that copy and its backward cost more than
+        # the rest of the gather).
+        planes = features.reshape(batch, dim, height * width).transpose(0, 1)
+        columns = planes.reshape(dim, batch * height * width).index_select(1, index)
+        rows = columns.t().contiguous()
     return UpdateBatch(
-        features=columns.t().contiguous(),
+        features=rows,
         classes=small.reshape(-1).index_select(0, index),
         grans=finest.reshape(-1).index_select(0, index),
     )
