@@ -21,8 +21,9 @@ Decisions the paper leaves open:
   CE with UBE on, the mean CE otherwise.
 * Without HAS, images are drawn in seeded epochs without replacement; the last partial
   iteration of an epoch is dropped (mmseg's ``drop_last``).
-* Mixed precision (``amp`` bf16/fp16) and channels-last memory are CUDA-only; asking for AMP on a
-  CPU is an error, not a silent fallback. The losses are computed in float32.
+* Mixed precision (``amp`` bf16/fp16) is CUDA-only; asking for AMP on a CPU is an error, not a
+  silent fallback. The losses are computed in float32. The model and images are channels-last
+  on every device.
 * A non-finite loss stops the run at once with an error naming the iteration and the term; the
   step is not taken and no checkpoint is written after it.
 * Checkpoints (``DIR/checkpoints/last.pt``, every ``checkpoint_every`` iterations) hold the
