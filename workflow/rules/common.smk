@@ -7,6 +7,17 @@ sys.path.insert(0, str(Path(workflow.basedir)))
 
 from flexseg.config import ConfigError, params_json, validate
 
+
+# The jobs' `python` is the one running Snakemake (the project's .venv): its folder goes first on
+# the PATH that jobs inherit (and that cluster jobs are handed), so `.venv/bin/snakemake ...`
+# works without activating anything.
+envvars:
+    "PATH",
+
+
+_job_path = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
+os.environ["PATH"] = _job_path
+
 try:
     validate(config, source="the Snakemake config")
 except ConfigError as err:
