@@ -79,7 +79,7 @@ from flexseg.data.training_set import (
 from flexseg.io import DataError, git_revision, write_json, write_text
 from flexseg.labels import IGNORE_INDEX, NUM_CLASSES, THING_CLASSES
 from flexseg.losses import PrototypeBank, boundary_mask, feature_distance, gap_loss, ube_loss
-from flexseg.losses.ube import pixel_rows
+from flexseg.losses.ube import pixel_rows, valid_means
 from flexseg.models import SegOutput, build_model
 from flexseg.models.segmentor import parse_model_config
 from flexseg.sampling import HardnessSampler
@@ -296,10 +296,7 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Ten
     ce = F.cross_entropy(
         pixel_rows(logits), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
     )
-    per_valid = (labels != IGNORE_INDEX).sum(dim=(1, 2))
-    loss = ce.sum() / per_valid.sum().clamp(min=1)
-    per_image = ce.detach().view(labels.shape[0], -1).sum(dim=1) / per_valid.clamp(min=1)
-    return loss, per_image
+    return valid_means(ce, labels != IGNORE_INDEX)
 
 
 class Objective:

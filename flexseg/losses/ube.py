@@ -62,6 +62,15 @@ def pixel_rows(logits: torch.Tensor) -> torch.Tensor:
     return logits.permute(0, 2, 3, 1).reshape(-1, logits.shape[1])
 
 
+def valid_means(per_pixel: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A pixel loss (B H W,) with zeros on ignored pixels, averaged over the valid pixels
+    (``valid``: (B, H, W) bool): the batch mean and each image's mean (detached)."""
+    per_valid = valid.sum(dim=(1, 2))
+    loss = per_pixel.sum() / per_valid.sum().clamp(min=1)
+    per_image = per_pixel.detach().view(valid.shape[0], -1).sum(dim=1) / per_valid.clamp(min=1)
+    return loss, per_image
+
+
 def _entropy_weights(
     log_probs: torch.Tensor,
     selected: torch.Tensor,
@@ -129,17 +138,12 @@ def ube_loss(
     # One log-softmax serves both terms: the CE is F.cross_entropy's own composition
     # (log_softmax, then NLL), and the weights read the same values, detached.
     log_probs = F.log_softmax(pixel_rows(logits).to(_compute_dtype(logits)), dim=1)
-    flat_labels = labels.reshape(-1)
-    ce = F.nll_loss(log_probs, flat_labels, ignore_index=ignore_index, reduction="none")
-    flat_valid = valid.reshape(-1)
+    ce = F.nll_loss(log_probs, labels.reshape(-1), ignore_index=ignore_index, reduction="none")
     with torch.no_grad():
         weights, mean, std, count = _entropy_weights(
-            log_probs.detach(), boundary.reshape(-1) & flat_valid, alpha, eps
+            log_probs.detach(), (boundary & valid).reshape(-1), alpha, eps
         )
-    weighted = weights * ce
-    per_valid = valid.sum(dim=(1, 2))
-    loss = weighted.sum() / per_valid.sum().clamp(min=1)
-    per_image = weighted.detach().view(batch, -1).sum(dim=1) / per_valid.clamp(min=1)
+    loss, per_image = valid_means(weights * ce, valid)
     return UBEResult(
         loss=loss,
         weights=weights.view(batch, height, width),
