@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -24,17 +25,55 @@ class DataError(ValueError):
     """Bad input data; the message names the file or value at fault."""
 
 
+# A temporary of ``atomic_path``: "." + the final name's stem + "." + mkstemp's 8 random
+# characters + ".tmp" + the final suffix.
+_TEMPORARY = r"\.{stem}\.[a-z0-9_]{{8}}\.tmp{suffix}"
+
+
+def temporary_name(path: Path, suffix: str | None = None) -> tuple[str, str]:
+    """The (prefix, suffix) of ``path``'s temporaries, as ``tempfile.mkstemp`` takes them."""
+    return f".{path.stem}.", f".tmp{path.suffix if suffix is None else suffix}"
+
+
+def remove_stale_temporaries(place: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries a killed writer left behind (``atomic_path``'s names only).
+
+    ``place`` is a folder the caller owns (every temporary in it goes) or a file path (only that
+    file's temporaries go: a folder shared with other jobs keeps theirs, which may be live).
+    Returns what was removed.
+    """
+    place = Path(place)
+    if place.is_dir():
+        folder, pattern = place, _TEMPORARY.format(stem=".+", suffix=".*")
+    else:
+        folder = place.parent
+        pattern = _TEMPORARY.format(stem=re.escape(place.stem), suffix=re.escape(place.suffix))
+    if not folder.is_dir():
+        return []
+    match = re.compile(pattern).fullmatch
+    removed = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith(".") and match(entry.name) and entry.is_file():
+                Path(entry.path).unlink(missing_ok=True)
+                removed.append(Path(entry.path))
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` when the block succeeds.
 
     The temporary name keeps the final suffix (so writers that pick a format from the extension
-    work). On an exception the temporary file is removed and ``path`` is left untouched.
+    work). On an exception the temporary file is removed and ``path`` is left untouched. The
+    temporaries of ``path`` that a killed earlier writer left behind are removed first (each
+    path has one writer at a time, so any that exist are stale).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = path.suffix if suffix is None else suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix}", dir=path.parent)
+    remove_stale_temporaries(path)
+    prefix, tmp_suffix = temporary_name(path, suffix)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=tmp_suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

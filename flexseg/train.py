@@ -76,7 +76,13 @@ from flexseg.data.training_set import (
     count_parts,
     draw_number,
 )
-from flexseg.io import DataError, git_revision, write_json, write_text
+from flexseg.io import (
+    DataError,
+    git_revision,
+    remove_stale_temporaries,
+    write_json,
+    write_text,
+)
 from flexseg.labels import IGNORE_INDEX, NUM_CLASSES, THING_CLASSES
 from flexseg.losses import PrototypeBank, boundary_mask, feature_distance, gap_loss, ube_loss
 from flexseg.losses.ube import pixel_rows, valid_means
@@ -664,6 +670,10 @@ class Trainer:
         self._build_sampling()
         self.run_hash = params_hash(params, data_path, info.world)
         self.checkpoint_path = out_dir / "checkpoints" / "last.pt"
+        if info.is_main:
+            # a job killed inside a write (a checkpoint, the loss log) left a temporary behind
+            for folder in (out_dir, self.checkpoint_path.parent):
+                remove_stale_temporaries(folder)
         self.start, self.log, self.elapsed_before = 0, LossLog(), 0.0
 
     def say(self, message: str) -> None:

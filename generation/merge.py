@@ -37,7 +37,14 @@ import numpy as np
 import pandas as pd
 
 from flexseg.config import ConfigError, add_params_arguments, params_from_args
-from flexseg.io import DataError, atomic_path, read_image, read_label, write_csv
+from flexseg.io import (
+    DataError,
+    atomic_path,
+    read_image,
+    read_label,
+    temporary_name,
+    write_csv,
+)
 from flexseg.labels import CLASS_NAMES, NUM_CLASSES, colorize
 
 REQUIRED_COLUMNS = (
@@ -74,9 +81,8 @@ def _place(src: Path, dest: Path) -> None:
         raise DataError(f"shard file not found: {src}")
     if dest.exists() and os.path.samefile(src, dest):
         return
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{dest.stem}.", suffix=f".tmp{dest.suffix}", dir=dest.parent
-    )
+    prefix, suffix = temporary_name(dest)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

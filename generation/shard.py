@@ -45,7 +45,14 @@ import pandas as pd
 from tqdm import tqdm
 
 from flexseg.config import ConfigError, add_params_arguments, params_from_args
-from flexseg.io import DataError, write_csv, write_image, write_json, write_label
+from flexseg.io import (
+    DataError,
+    remove_stale_temporaries,
+    write_csv,
+    write_image,
+    write_json,
+    write_label,
+)
 from flexseg.labels import IGNORE_INDEX, NUM_CLASSES, to_onehot20
 
 from .jobs import Job, read_jobs
@@ -172,11 +179,6 @@ def _read_settings_hash(path: Path) -> str | None:
         return None
 
 
-def _remove_temporaries(folder: Path) -> None:
-    for p in folder.glob(".*.tmp*"):
-        p.unlink()
-
-
 def prepare_out_dir(out_dir: Path, settings: dict[str, Any]) -> bool:
     """Create the shard folders, wipe them when the settings hash changed, drop temporaries.
     Returns whether a wipe happened."""
@@ -193,8 +195,8 @@ def prepare_out_dir(out_dir: Path, settings: dict[str, Any]) -> bool:
         wiped = True
     images.mkdir(parents=True, exist_ok=True)
     labels.mkdir(parents=True, exist_ok=True)
-    _remove_temporaries(images)
-    _remove_temporaries(labels)
+    for folder in (out_dir, images, labels):
+        remove_stale_temporaries(folder)
     write_json(settings_path, settings)
     return wiped
 

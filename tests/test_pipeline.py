@@ -6,6 +6,7 @@ user does: `snakemake --cores 2 all`, then `-n` to see what a change would rerun
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import signal
@@ -17,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 from test_workflow import REPO, job_counts
+
+from flexseg.io import temporary_name
 
 pytestmark = pytest.mark.slow
 
@@ -172,58 +175,132 @@ def test_a_training_setting_reruns_training_not_generation(finished_run):
     assert counts == {}, counts
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+def plant_temporary(final: Path) -> Path:
+    """What a writer killed inside ``atomic_path`` leaves beside ``final``."""
+    prefix, suffix = temporary_name(final)
+    tmp = final.parent / f"{prefix}k1lled00{suffix}"
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_bytes(b"half a file")
+    return tmp
 
 
-def kill_stage(pattern: str) -> None:
-    """kill -9 the stage command (not Snakemake), as a crash or preemption of that job would."""
-    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
-    assert out, f"no process matches {pattern}"
-    for pid in out:
-        os.kill(int(pid), signal.SIGKILL)
+def test_interrupted_jobs_resume_and_the_table_matches(finished_run, tmp_path, monkeypatch):
+    """A shard stopped after one image and a training run stopped after its first checkpoint,
+    each with a half-written temporary beside it (built directly, no signals): the plain
+    command resumes both and ends with the table of the uninterrupted run."""
+    from flexseg.config import load_config, stage_params
+    from flexseg.train import train
+    from generation.shard import run_shard
+
+    config_path = write_config(tmp_path / "tiny.yaml")
+    config_file = ["--configfile", str(config_path)]  # last: it takes every following word
+    config = load_config(config_path)
+    monkeypatch.chdir(tmp_path)  # the config's paths are relative to the working folder
+
+    # 1. shard 0 stopped after its first image, a temporary of its second image left behind.
+    model = Path("results/generation/demo_model")
+    run_snakemake(
+        tmp_path, "--cores", "2", "results/generation/jobs.csv", str(model / "controlnet"),
+        *config_file,
+    )  # fmt: skip
+    shard_dir = Path("results/generation/shards/000")
+    report = run_shard(
+        stage_params(config, "generate"),
+        "results/generation/jobs.csv",
+        0,
+        config["generation"]["jobs"]["shards"],
+        shard_dir,
+        prior=model / "prior",
+        controlnet=model / "controlnet",
+        max_new=1,
+    )
+    assert report.generated == 1 and report.manifest is None
+    (first_image,) = (shard_dir / "images").glob("*.png")
+    kept = first_image.stat().st_mtime_ns
+    stale = [plant_temporary(shard_dir / "images" / "000001.png")]
+
+    # 2. the rest of the generated set, then the FLEX-Seg run stopped at its first checkpoint
+    # (iteration 4 of 12), with temporaries of the next checkpoint and of the loss log.
+    run_snakemake(tmp_path, "--cores", "2", "results/dataset/combined.csv", *config_file)
+    assert first_image.stat().st_mtime_ns == kept
+    shard_log = Path("logs/generation/shard_000.log").read_text()
+    assert "already complete" in shard_log and " 1 already complete" in shard_log
+    run = Path("results/train/flexseg/tiny/seed0")
+    params = stage_params(config, "train", experiment="flexseg", model="tiny", seed=0)
+    result = train(params, "results/dataset/combined.csv", run, stop_after=4)
+    assert result.iterations_done == 4 and not result.completed
+    assert (run / "checkpoints" / "last.pt").is_file() and not (run / "model.pt").exists()
+    stale += [
+        plant_temporary(run / "checkpoints" / "last.pt"),
+        plant_temporary(run / "loss_log.csv"),
+    ]
+
+    # 3. the plain command, no flags: both resume, nothing half-written is left.
+    run_snakemake(tmp_path, "--cores", "2", "all", *config_file)
+    assert "resuming from" in Path("logs/train/flexseg/tiny/seed0.log").read_text()
+    assert "at iteration 4" in Path("logs/train/flexseg/tiny/seed0.log").read_text()
+    for tmp in stale:
+        assert not tmp.exists(), tmp
+    assert not list(Path("results").rglob("*.tmp*"))
+    images = sorted(p.name for p in Path("results/generation/dataset/images").glob("*.png"))
+    assert len(images) == 4 == len(set(images))
+    assert Path("results/table.csv").read_text() == (finished_run / "results/table.csv").read_text()
 
 
-def test_killed_jobs_resume_and_the_table_matches(finished_run, tmp_path):
-    config = write_config(tmp_path / "tiny.yaml")
-    args = ["--cores", "2", "all", "--configfile", str(config)]
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` in the process tree (from /proc; children before parents)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # exited while we looked
+        ppid = int(text.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    out: list[int] = []
+    stack = list(children.get(pid, []))
+    while stack:
+        child = stack.pop()
+        out.append(child)
+        stack.extend(children.get(child, []))
+    return out[::-1]
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """Power loss for the Snakemake process this test started and everything below it: the tree
+    is frozen first (so nothing new starts), then killed. Nothing outside that tree is touched."""
+    pids = [*descendants(proc.pid), proc.pid]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    for pid in [*descendants(proc.pid), *pids]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+
+
+def test_a_run_killed_with_its_jobs_recovers(finished_run, tmp_path):
+    """kill -9 of Snakemake and its jobs while training runs. Wherever the kill lands, the
+    README's recovery (``--unlock``, then the plain command) ends with the same table."""
+    config_path = write_config(tmp_path / "tiny.yaml")
+    args = ["all", "--cores", "2", "--configfile", str(config_path)]
     cmd = [
         sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
         "--directory", str(tmp_path), *args,
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-
-    # 1. kill -9 a generation shard once it has written its first sample.
-    shard_images = tmp_path / "results" / "generation" / "shards" / "000" / "images"
+    ckpt = tmp_path / "results/train/flexseg/tiny/seed0/checkpoints/last.pt"
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    wait_for(
-        lambda: shard_images.is_dir() and any(shard_images.glob("*.png")), 900, "a shard image"
-    )
-    kill_stage("generation.shard .*--out-dir results/generation/shards/000")
-    assert proc.wait(timeout=900) != 0
-    written = {p.name: p.stat().st_mtime_ns for p in shard_images.glob("*.png")}
-    assert written
-
-    # 2. rerun; kill -9 a training job once it has checkpointed.
-    ckpt = tmp_path / "results" / "train" / "flexseg" / "tiny" / "seed0" / "checkpoints" / "last.pt"
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    wait_for(ckpt.exists, 900, "a training checkpoint")
-    kill_stage("flexseg.train .*results/train/flexseg/tiny/seed0")
-    assert proc.wait(timeout=900) != 0
-    # the resumed shard kept what it had written whole
-    for name, mtime in written.items():
-        assert (shard_images / name).stat().st_mtime_ns == mtime
-
-    # 3. rerun to the end: the plain command, no flags.
+    try:
+        t0 = time.monotonic()
+        while not ckpt.exists() and proc.poll() is None and time.monotonic() - t0 < 900:
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc)
+    run_snakemake(tmp_path, "--unlock", *args)
     run_snakemake(tmp_path, *args)
     assert not list((tmp_path / "results").rglob("*.tmp*"))
-    images = sorted(p.name for p in (tmp_path / "results/generation/dataset/images").glob("*.png"))
-    assert len(images) == 4 == len(set(images))
     assert (tmp_path / "results/table.csv").read_text() == (
         finished_run / "results/table.csv"
     ).read_text()

@@ -201,7 +201,7 @@ def test_interrupted_shard_resumes_without_redoing_or_leaving_partial_files(
     # A kill between the label and the image of job 2, and a temporary file of a killed write.
     label_only = out / "labels" / "000002_00000_night_labelTrainIds.png"
     write_label(label_only, np.zeros((32, 32), np.uint8))
-    (out / "images" / ".000003_00001_rain.x1y2.tmp.png").write_bytes(b"\x89PNG half")
+    (out / "images" / ".000003_00001_rain.x1y2z3w4.tmp.png").write_bytes(b"\x89PNG half")
 
     second = run(source, tiny_model_dirs, out)
     assert (second.generated, second.skipped, second.wiped) == (3, 2, False)

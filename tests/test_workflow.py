@@ -98,6 +98,14 @@ def test_jobs_run_without_an_activated_environment(tmp_path):
     assert (tmp_path / "results" / "demo" / "world_grid.png").stat().st_size > 0
 
 
+def test_the_default_profile_is_in_effect(tmp_path):
+    # Snakemake looks for profiles/default beside the Snakefile (not workflow/profiles/default
+    # when the Snakefile is at the top): `profiles` links there, so rerun-incomplete is on.
+    proc = snakemake("-n", "--cores", "1", "all", cwd=tmp_path)
+    assert "workflow specific profile" in proc.stdout + proc.stderr
+    assert (REPO / "profiles" / "default").resolve() == REPO / "workflow/profiles/default"
+
+
 def test_lint_is_clean():
     proc = snakemake("--lint", check=False)
     assert "Congratulations" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
