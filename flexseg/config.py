@@ -146,6 +146,31 @@ def _check_references(config: dict[str, Any], source: str) -> None:
             )
     if config["source"] not in config["datasets"]:
         raise ConfigError(f"invalid {source}: source {config['source']!r} is not a key of datasets")
+    _check_quality(config, source)
+
+
+def _check_quality(config: dict[str, Any], source: str) -> None:
+    q = config["quality"]
+    experiment = config["experiments"].get(q["experiment"])
+    if experiment is None:
+        raise ConfigError(
+            f"invalid {source}: quality.experiment names {q['experiment']!r}, which is not a key "
+            f"of experiments (known: {sorted(config['experiments'])})"
+        )
+    if experiment["data"] != "source":
+        raise ConfigError(
+            f"invalid {source}: quality.experiment {q['experiment']!r} trains on "
+            f"{experiment['data']!r} data; the generated set is scored by a source-only run"
+        )
+    if q["model"] is not None and q["model"] not in config["models"]:
+        raise ConfigError(f"invalid {source}: quality.model names unknown {q['model']!r}")
+    ref = q["reference"]
+    if ref is not None and ref not in config["datasets"]:
+        raise ConfigError(f"invalid {source}: quality.reference names unknown dataset {ref!r}")
+    if ref is not None and ref not in config["evaluation"]["scales"]:
+        raise ConfigError(
+            f"invalid {source}: quality.reference {ref!r} has no evaluation.scales entry"
+        )
 
 
 def load_config(*paths: str | Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -157,6 +182,32 @@ def load_config(*paths: str | Path, overrides: Mapping[str, Any] | None = None) 
     if overrides:
         config = deep_merge(config, overrides)
     return validate(config, source=" + ".join(str(p) for p in files))
+
+
+def training_runs(config: Mapping[str, Any]) -> list[tuple[str, str, int]]:
+    """(experiment, model, seed) of every training run: the main grid, then Table 2's ablations."""
+    r = config["run"]
+    grid = [(e, m, s) for e in r["experiments"] for m in r["models"] for s in r["seeds"]]
+    abl = r.get("ablations", {})
+    extra = [
+        (e, m, s)
+        for e in abl.get("experiments", [])
+        for m in abl.get("models", [])
+        for s in r["seeds"]
+    ]
+    return grid + [run for run in extra if run not in grid]
+
+
+def quality_run(config: Mapping[str, Any]) -> tuple[str, str, int] | None:
+    """The run whose model.pt scores the generated set (``quality``: its experiment, model or
+    the first of run.models, seed or the first of run.seeds); None when quality.checkpoint
+    names a model file instead."""
+    q = config["quality"]
+    if q["checkpoint"] is not None:
+        return None
+    model = q["model"] if q["model"] is not None else config["run"]["models"][0]
+    seed = q["seed"] if q["seed"] is not None else config["run"]["seeds"][0]
+    return q["experiment"], model, int(seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,6 +269,15 @@ def stage_params(config: Mapping[str, Any], stage: str, **wildcards: Any) -> dic
             raise ConfigError(f"evaluation.scales has no entry for dataset {name!r}")
         evaluation["scale"] = c["evaluation"]["scales"][name]
         return {"evaluation": evaluation, "dataset": dataset_entry(c, name)}
+    if stage == "quality":
+        # Not the evaluation's mode, window, stride or batch size: generated crops are fed whole
+        # (flexseg.quality); its Eq. 1 kernel keeps the split comparable with the evaluation's.
+        evaluation = c["evaluation"]
+        return {
+            "panels": c["quality"]["panels"],
+            "boundary_kernel": evaluation["boundary_kernel"],
+            "device": evaluation["device"],
+        }
     if stage == "tables":
         tables = {k: v for k, v in c["tables"].items() if k != "compare_panels"}
         return {"tables": tables, "experiments": c["experiments"]}

@@ -133,7 +133,8 @@ def panel_tiles(
     )
 
 
-def _hconcat(tiles: Sequence[np.ndarray]) -> np.ndarray:
+def hconcat(tiles: Sequence[np.ndarray]) -> np.ndarray:
+    """RGB tiles of one height side by side, 4 px of white between them."""
     gap = np.full((tiles[0].shape[0], 4, 3), 255, dtype=np.uint8)
     parts: list[np.ndarray] = []
     for i, tile in enumerate(tiles):
@@ -143,7 +144,7 @@ def _hconcat(tiles: Sequence[np.ndarray]) -> np.ndarray:
 
 def tiles_row(t: PanelTiles) -> np.ndarray:
     """input | prediction | ground truth."""
-    return _hconcat([t.rgb, colorize(t.pred), colorize(t.gt)])
+    return hconcat([t.rgb, colorize(t.pred), colorize(t.gt)])
 
 
 def save_tiles(path: str | Path, tiles: Sequence[PanelTiles]) -> None:
@@ -189,7 +190,7 @@ def comparison_image(runs: Sequence[tuple[str, Sequence[PanelTiles]]]) -> np.nda
     rows = []
     for i, base in enumerate(first):
         preds = [colorize(tiles[i].pred) for _, tiles in runs]
-        rows.append(_hconcat([base.rgb, *preds, colorize(base.gt)]))
+        rows.append(hconcat([base.rgb, *preds, colorize(base.gt)]))
     titles = ["input", *[title for title, _ in runs], "ground truth"]
     return panels_image(rows, titles)
 

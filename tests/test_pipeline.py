@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -136,6 +138,18 @@ def test_all_produces_the_results_table(finished_run):
         "cityscapes.png",
         "source_val.png",
     ]
+    quality = read_table(finished_run / "results" / "generation" / "quality.csv")
+    overall = quality[0]
+    assert (overall["scope"], overall["name"], overall["images"]) == ("overall", "all", "4")
+    assert 0.0 <= float(overall["miou"]) <= 100.0
+    # The held-out source reference is the evaluation's own metrics file of that run.
+    metrics = finished_run / "results/evaluate/source_only/tiny/seed0/source_val/metrics.json"
+    source = json.loads(metrics.read_text())
+    assert float(overall["source_miou"]) == pytest.approx(source["miou"], abs=0.01)
+    assert {row["name"] for row in quality if row["scope"] == "condition"} <= {
+        "standard", "fog", "rain", "snow", "night"
+    }  # fmt: skip
+    assert (finished_run / "results" / "generation" / "quality.png").stat().st_size > 0
 
 
 def test_forcerun_evaluate_reruns_only_evaluation(finished_run):
@@ -148,6 +162,7 @@ def test_forcerun_evaluate_reruns_only_evaluation(finished_run):
     assert counts.pop("evaluate") == 2 * 3
     assert counts.pop("compare_panels") == 3
     assert counts.pop("tables") == 1
+    assert counts.pop("quality_report") == 1  # joins the re-evaluated source reference
     counts.pop("all", None)
     assert counts == {}, counts
 
@@ -159,8 +174,36 @@ def test_an_evaluation_setting_reruns_only_evaluation(finished_run):
     assert counts.pop("evaluate") == 2 * 3
     assert counts.pop("compare_panels") == 3
     assert counts.pop("tables") == 1
+    # The generated set is not scored again (it is fed whole, not through the sliding window);
+    # only the report that joins the re-evaluated source reference reruns.
+    assert counts.pop("quality_report") == 1
     counts.pop("all", None)
     assert counts == {}, counts
+
+
+def test_the_quality_score_reruns_for_its_own_inputs_only(finished_run):
+    """The Eq. 1 kernel (which it uses) and its panels rerun the scoring; a new generated set
+    does; a checkpoint named in the config scores (and evaluates the reference) with it."""
+    jobs = TINY["generation"]["jobs"]
+    cases = {
+        "kernel": ({"evaluation": {"boundary_kernel": 3}}, "evaluate"),
+        "panels": ({"quality": {"panels": 1}}, None),
+        "generated": ({"generation": {"jobs": {**jobs, "seed": 1}}}, "merge_generated"),
+    }
+    for name, (extra, also) in cases.items():
+        config = write_config(finished_run / f"quality_{name}.yaml", extra)
+        args = ["-n", "--cores", "2", "all", "--configfile", str(config)]
+        counts = job_counts(run_snakemake(finished_run, *args).stdout)
+        assert counts.pop("quality_score") == 1 and counts.pop("quality_report") == 1, name
+        assert (also in counts) if also else set(counts) == {"all"}, (name, counts)
+    checkpoint = finished_run / "elsewhere" / "model.pt"
+    checkpoint.parent.mkdir(exist_ok=True)
+    shutil.copy(finished_run / "results/train/source_only/tiny/seed0/model.pt", checkpoint)
+    named = {"quality": {"checkpoint": str(checkpoint)}}
+    config = write_config(finished_run / "quality_file.yaml", named)
+    args = ["-n", "--cores", "2", "all", "--configfile", str(config)]
+    counts = job_counts(run_snakemake(finished_run, *args).stdout)
+    assert counts == {"quality_reference": 1, "quality_score": 1, "quality_report": 1, "all": 1}
 
 
 def test_a_training_setting_reruns_training_not_generation(finished_run):
@@ -171,6 +214,7 @@ def test_a_training_setting_reruns_training_not_generation(finished_run):
     assert counts.pop("evaluate") == 2 * 3
     assert counts.pop("compare_panels") == 3
     assert counts.pop("tables") == 1
+    assert counts.pop("quality_score") == 1 and counts.pop("quality_report") == 1  # new checkpoint
     counts.pop("all", None)
     assert counts == {}, counts
 

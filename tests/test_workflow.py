@@ -59,6 +59,8 @@ def test_demo_dry_run_plans_every_stage(tmp_path):
     assert counts["evaluate"] == runs * len(config["evaluation"]["datasets"])
     for rule in ("class_stats", "rcs_subset", "generation_jobs", "merge_generated", "tables"):
         assert counts[rule] == 1, rule
+    assert counts["quality_score"] == counts["quality_report"] == 1
+    assert "quality_reference" not in counts  # the reference is the evaluation's source_val
 
 
 def test_jobs_run_without_an_activated_environment(tmp_path):
@@ -152,6 +154,8 @@ def test_paper_config_plans_the_full_experiment(tmp_path):
     # 3 methods x 3 seeds x 3 backbones, plus 3 ablations x 3 seeds on DAFormer MiT-B5
     assert counts["train"] == 27 + 9
     assert counts["evaluate"] == (27 + 9) * 5
+    assert counts["quality_score"] == counts["quality_report"] == 1  # no held-out source split
+    assert "quality_reference" not in counts
     jobs = yaml.safe_load((REPO / "config/paper/gta_to_five.yaml").read_text())["generation"][
         "jobs"
     ]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir)))
 
-from flexseg.config import ConfigError, params_json, validate
+from flexseg.config import ConfigError, params_json, quality_run, training_runs, validate
 
 
 # The jobs' `python` is the one running Snakemake (the project's .venv): its folder goes first on
@@ -65,12 +65,12 @@ def demo_models():
 
 
 def runs():
-    """(experiment, model, seed) of every training run: the main grid, then Table 2's ablations."""
-    r = config["run"]
-    grid = [(e, m, s) for e in r["experiments"] for m in r["models"] for s in r["seeds"]]
-    abl = r.get("ablations", {})
-    extra = [(e, m, s) for e in abl.get("experiments", []) for m in abl.get("models", []) for s in r["seeds"]]
-    return grid + [run for run in extra if run not in grid]
+    return training_runs(config)
+
+
+def uses_generated():
+    """Whether a run trains on the generated set (so the DAG makes one)."""
+    return any(config["experiments"][e]["data"] != "source" for e, _, _ in runs())
 
 
 def check_dataset_roots():
@@ -78,6 +78,8 @@ def check_dataset_roots():
     if DEMO:
         return
     used = {config["source"], *config["evaluation"]["datasets"]}
+    if config["quality"]["enabled"] and config["quality"]["reference"]:
+        used.add(config["quality"]["reference"])
     for name in sorted(used):
         root = Path(config["datasets"][name]["root"])
         if not root.is_dir():
@@ -118,10 +120,49 @@ def compare_figures():
     ]
 
 
+# The generated set's quality report (workflow/rules/quality.smk).
+QUALITY_DIR = "results/generation/quality"
+
+
+def quality_checkpoint():
+    """quality.checkpoint, else the model.pt of the run quality names (flexseg.config.quality_run)."""
+    path = config["quality"]["checkpoint"]
+    return path if path is not None else f"{run_dir(*quality_run(config))}/model.pt"
+
+
+def quality_reference():
+    """The reference's metrics.json ([] without quality.reference): the evaluation's own for the
+    run (evaluated there anyway when the dataset is in evaluation.datasets), or quality_reference's
+    for a checkpoint named in the config."""
+    name = config["quality"]["reference"]
+    if name is None:
+        return []
+    run = quality_run(config)
+    if run is None:
+        return [f"{QUALITY_DIR}/reference/metrics.json"]
+    e, m, s = run
+    return [f"results/evaluate/{e}/{m}/seed{s}/{name}/metrics.json"]
+
+
+def quality_outputs():
+    """The report whenever the DAG makes a generated set and the scoring run (or file) exists."""
+    q = config["quality"]
+    if not q["enabled"] or not uses_generated():
+        return []
+    run = quality_run(config)
+    if run is not None and run not in runs():
+        if q["model"] is not None or q["seed"] is not None:
+            raise WorkflowError(
+                f"quality.model / quality.seed name the run {run}, which run does not train"
+            )
+        return []
+    return ["results/generation/quality.csv", "results/generation/quality.png"]
+
+
 def final_outputs():
     out = ["results/table.csv", "results/table.md", "results/tables/long.csv", *compare_figures()]
     if DEMO:
         out.append("results/demo/world_grid.png")
-    if any(config["experiments"][e]["data"] != "source" for e, _, _ in runs()):
+    if uses_generated():
         out.append("results/generation/samples_grid.png")
-    return out
+    return out + quality_outputs()
