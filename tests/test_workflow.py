@@ -119,6 +119,7 @@ def test_lint_is_clean():
         ({"training": {"iteratons": 5}}, "iteratons"),
         ({"evaluation": {"stride": "wide"}}, "evaluation.stride"),
         ({"run": {"experiments": ["flexseg", "nonesuch"]}}, "nonesuch"),
+        ({"quality": {"seed": 7}}, "quality.seed"),
     ],
 )
 def test_bad_config_stops_with_the_key_named(tmp_path, override, key):
