@@ -29,6 +29,9 @@ except ConfigError as err:
 workflow.global_resources.setdefault("cpu_load", os.cpu_count() or 1)
 
 
+include: "gpus.smk"
+
+
 wildcard_constraints:
     experiment=r"[A-Za-z0-9_\-]+",
     model=r"[A-Za-z0-9_\-]+",

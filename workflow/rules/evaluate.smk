@@ -30,9 +30,11 @@ rule evaluate:
     conda:
         "../envs/flexseg.yaml"
     shell:
-        "python -m flexseg.evaluate --params {params.p:q} --checkpoint {input.model} --threads {threads} "
-        "--out-dir results/evaluate/{wildcards.experiment}/{wildcards.model}/seed{wildcards.seed}/{wildcards.dataset} "
-        "> {log} 2>&1"
+        gpu_job(
+            "python -m flexseg.evaluate --params {params.p:q} --checkpoint {input.model} --threads {threads} "
+            "--out-dir results/evaluate/{wildcards.experiment}/{wildcards.model}/seed{wildcards.seed}/{wildcards.dataset} "
+            "> {log} 2>&1"
+        )
 
 
 rule compare_panels:

@@ -43,8 +43,10 @@ rule demo_generator_prior:
     conda:
         "../envs/flexseg.yaml"
     shell:
-        "python -m generation.demo_model prior --params {params.p:q} --world {params.root} "
-        "--out {output} --threads {threads} > {log} 2>&1"
+        gpu_job(
+            "python -m generation.demo_model prior --params {params.p:q} --world {params.root} "
+            "--out {output} --threads {threads} > {log} 2>&1"
+        )
 
 
 rule demo_generator_source:
@@ -68,8 +70,10 @@ rule demo_generator_source:
     conda:
         "../envs/flexseg.yaml"
     shell:
-        "python -m generation.demo_model source --params {params.p:q} --world {params.root} "
-        "--prior {input.prior} --out {output} --threads {threads} > {log} 2>&1"
+        gpu_job(
+            "python -m generation.demo_model source --params {params.p:q} --world {params.root} "
+            "--prior {input.prior} --out {output} --threads {threads} > {log} 2>&1"
+        )
 
 
 rule demo_generator_controlnet:
@@ -94,9 +98,11 @@ rule demo_generator_controlnet:
     conda:
         "../envs/flexseg.yaml"
     shell:
-        "python -m generation.demo_model controlnet --params {params.p:q} --world {params.root} "
-        "--prior {input.prior} --source-unet {input.source_unet} --out {output} "
-        "--threads {threads} > {log} 2>&1"
+        gpu_job(
+            "python -m generation.demo_model controlnet --params {params.p:q} --world {params.root} "
+            "--prior {input.prior} --source-unet {input.source_unet} --out {output} "
+            "--threads {threads} > {log} 2>&1"
+        )
 
 
 rule generate_shard:
@@ -122,9 +128,11 @@ rule generate_shard:
     conda:
         "../envs/flexseg.yaml"
     shell:
-        "python -m generation.shard --params {params.p:q} --jobs {input.jobs} --shard {wildcards.shard} "
-        "--num-shards {params.shards} {params.models} --out-dir results/generation/shards/{wildcards.shard} "
-        "--threads {threads} > {log} 2>&1"
+        gpu_job(
+            "python -m generation.shard --params {params.p:q} --jobs {input.jobs} --shard {wildcards.shard} "
+            "--num-shards {params.shards} {params.models} --out-dir results/generation/shards/{wildcards.shard} "
+            "--threads {threads} > {log} 2>&1"
+        )
 
 
 rule merge_generated:

@@ -26,8 +26,10 @@ rule quality_score:
     conda:
         "../envs/flexseg.yaml"
     shell:
-        "python -m flexseg.quality score --params {params.p:q} --manifest {input.manifest} "
-        "--checkpoint {input.model:q} --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+        gpu_job(
+            "python -m flexseg.quality score --params {params.p:q} --manifest {input.manifest} "
+            "--checkpoint {input.model:q} --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+        )
 
 
 rule quality_reference:
@@ -50,8 +52,10 @@ rule quality_reference:
     conda:
         "../envs/flexseg.yaml"
     shell:
-        "python -m flexseg.evaluate --params {params.p:q} --checkpoint {input.model:q} "
-        "--threads {threads} --out-dir {params.out_dir} > {log} 2>&1"
+        gpu_job(
+            "python -m flexseg.evaluate --params {params.p:q} --checkpoint {input.model:q} "
+            "--threads {threads} --out-dir {params.out_dir} > {log} 2>&1"
+        )
 
 
 rule quality_report:

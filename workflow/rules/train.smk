@@ -21,6 +21,8 @@ rule train:
     conda:
         "../envs/flexseg.yaml"
     shell:
-        "python -m flexseg.train --params {params.p:q} --data {input} --nproc {params.nproc} "
-        "--out-dir results/train/{wildcards.experiment}/{wildcards.model}/seed{wildcards.seed} "
-        "> {log} 2>&1"
+        gpu_job(
+            "python -m flexseg.train --params {params.p:q} --data {input} --nproc {params.nproc} "
+            "--out-dir results/train/{wildcards.experiment}/{wildcards.model}/seed{wildcards.seed} "
+            "> {log} 2>&1"
+        )
