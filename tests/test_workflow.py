@@ -210,3 +210,36 @@ def test_slurm_profile_dry_run(tmp_path):
     )
     counts = job_counts(proc.stdout)
     assert counts["generate_shard"] == 50
+
+
+def planned_resources(output: str) -> dict[str, dict[str, str]]:
+    """The `resources:` line of the first planned job of each rule in a dry run."""
+    found: dict[str, dict[str, str]] = {}
+    rule = None
+    for line in output.splitlines():
+        if m := re.match(r"^(?:local)?rule (\w+):$", line):
+            rule = m.group(1)
+        elif rule and line.strip().startswith("resources:") and rule not in found:
+            pairs = line.split("resources:", 1)[1].split(", ")
+            found[rule] = dict(pair.strip().split("=", 1) for pair in pairs)
+    return found
+
+
+def test_the_slurm_profile_keeps_the_rules_gpu_counts(tmp_path):
+    """The profile sends every rule with a GPU to the GPU partition and every other rule to the
+    CPU partition; the GPU count is the rule's (train: one per DDP process), which the SLURM
+    plugin submits as --gpus=N (tests/test_slurm.py checks the sbatch line)."""
+    fake_real_tree(tmp_path)
+    ddp = tmp_path / "ddp.yaml"
+    ddp.write_text("training: {nproc: 2}\nquality: {reference: cityscapes}\n")
+    proc = snakemake(
+        "-n", "all", "--profile", str(REPO / "workflow/profiles/slurm"),
+        "--configfile", str(REPO / "config/paper/gta_to_five.yaml"), str(ddp),
+        cwd=tmp_path,
+    )  # fmt: skip
+    res = planned_resources(proc.stdout)
+    assert res["train"]["gpu"] == "2" and res["evaluate"]["gpu"] == "1"
+    assert {"generate_shard", "quality_score", "quality_reference", "tables"} <= set(res)
+    for rule, r in res.items():
+        partition = "gpu" if int(r.get("gpu", 0)) > 0 else "cpu"
+        assert r["slurm_partition"] == partition, (rule, r)
