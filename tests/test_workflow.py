@@ -230,8 +230,11 @@ def test_the_slurm_profile_keeps_the_rules_gpu_counts(tmp_path):
     CPU partition; the GPU count is the rule's (train: one per DDP process), which the SLURM
     plugin submits as --gpus=N (tests/test_slurm.py checks the sbatch line)."""
     fake_real_tree(tmp_path)
+    (tmp_path / "scorer.pt").write_bytes(b"")  # a named checkpoint adds quality_reference
     ddp = tmp_path / "ddp.yaml"
-    ddp.write_text("training: {nproc: 2}\nquality: {reference: cityscapes}\n")
+    ddp.write_text(
+        "training: {nproc: 2}\nquality: {reference: cityscapes, checkpoint: scorer.pt}\n"
+    )
     proc = snakemake(
         "-n", "all", "--profile", str(REPO / "workflow/profiles/slurm"),
         "--configfile", str(REPO / "config/paper/gta_to_five.yaml"), str(ddp),
