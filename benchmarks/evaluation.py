@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from flexseg.config import load_config, stage_params  # noqa: E402
-from flexseg.evaluate import EvalSettings, Sample, evaluate_samples, resolve_device  # noqa: E402
+from flexseg.device import resolve_device  # noqa: E402
+from flexseg.evaluate import EvalSettings, Sample, evaluate_samples  # noqa: E402
 from flexseg.models import build_model  # noqa: E402
 
 
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     config = load_config(*args.config)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "--device")
     torch.manual_seed(0)
     # The model entry as the training job builds it (without its training overrides).
     experiment = config["run"]["experiments"][0]

@@ -40,6 +40,7 @@ import torch
 from tqdm import tqdm
 
 from flexseg.config import ConfigError, add_params_arguments, params_from_args
+from flexseg.device import resolve_device
 from flexseg.figures import PanelTiles, panel_tiles, save_tiles, tiles_row, write_panels
 from flexseg.inference import InferenceSettings, Predictor, predict_image
 from flexseg.io import DataError, git_revision, write_json
@@ -107,14 +108,6 @@ class EvaluationResult:
     scores: SplitScores
     panels: list[PanelTiles] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("evaluation.device is cuda but no CUDA device is available")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def panel_indices(count: int, panels: int) -> set[int]:
@@ -270,7 +263,7 @@ def run(params: Mapping[str, Any], checkpoint: str | Path, out_dir: str | Path) 
     if "name" not in entry:
         raise ConfigError("--params: dataset.name is missing")
     evaluation = params["evaluation"]
-    device = resolve_device(str(evaluation.get("device", "auto")))
+    device = resolve_device(str(evaluation.get("device", "auto")), "evaluation.device")
     model, meta = load_model(checkpoint, map_location=device)
     model.to(device).eval()
     identity = run_identity(meta, str(checkpoint))

@@ -76,6 +76,7 @@ from flexseg.data.training_set import (
     count_parts,
     draw_number,
 )
+from flexseg.device import resolve_device
 from flexseg.io import (
     DataError,
     git_revision,
@@ -409,14 +410,6 @@ def setup_distributed(device: torch.device) -> DistInfo:
     return DistInfo(rank=rank, world=world, local_rank=local_rank)
 
 
-def resolve_device(requested: str) -> torch.device:
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("training.device is cuda but no CUDA device is available")
-    if requested == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda")
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -643,7 +636,7 @@ class Trainer:
         self.spec = spec = RunSpec.from_params(params)
         self.recipe = recipe = spec.recipe
         self.data_path, self.out_dir = data_path, out_dir
-        device = resolve_device(recipe.device)
+        device = resolve_device(recipe.device, "training.device")
         if recipe.amp != "none" and device.type != "cuda":
             raise ConfigError(
                 f"training.amp is {recipe.amp}, which needs a CUDA device (this run is on "

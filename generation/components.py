@@ -45,10 +45,12 @@ from diffusers import (
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from flexseg.config import ConfigError
+from flexseg.device import resolve_device
 
 from .tokenizer import build_tokenizer
 
 CONDITIONING_CHANNELS = 20
+SAMPLER_DEVICE = "generation.sampler.device"
 PRIOR_SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 # Schedulers whose step() depends only on its arguments (no history between calls).
@@ -99,17 +101,6 @@ class Components:
     @property
     def vae_scale_factor(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"generation.sampler.device must be auto, cpu or cuda, got {name!r}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("generation.sampler.device is cuda, but no CUDA device is available")
-    return torch.device(name)
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -188,7 +179,7 @@ def load_components(
     else:
         raise ConfigError(f"generation.models.kind must be demo or pretrained, got {kind!r}")
 
-    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    device = resolve_device(device, SAMPLER_DEVICE) if isinstance(device, str) else device
     torch_dtype = resolve_dtype(dtype, device)
     require_stateless(scheduler_class)
 
@@ -233,7 +224,7 @@ def load_components(
 def place_components(c: Components, device: str | torch.device, dtype: str) -> Components:
     """``c`` moved to ``device``: U-Net, ControlNet and text encoder in ``dtype``, the VAE in
     float32 (see the module docstring)."""
-    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    device = resolve_device(device, SAMPLER_DEVICE) if isinstance(device, str) else device
     torch_dtype = resolve_dtype(dtype, device)
     return Components(
         unet=c.unet.to(device=device, dtype=torch_dtype),
