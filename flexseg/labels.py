@@ -1,4 +1,5 @@
-"""The 19 Cityscapes training classes and the id maps of every dataset the pipeline reads.
+"""The 19 Cityscapes training classes, the id maps of every dataset the pipeline reads, and the
+weather conditions images are tagged with.
 
 Every label the pipeline hands to a model is in Cityscapes *train ids*: 0..18 for the classes
 below, ``IGNORE_INDEX`` (255) for void. Raw ids are converted with lookup tables of 256 entries
@@ -11,6 +12,13 @@ import numpy as np
 
 IGNORE_INDEX = 255
 NUM_CLASSES = 19
+
+# FLEX-Seg generates its set in these conditions (paper, "Implementation Details"); ACDC's
+# folders hold the adverse four, listed in alphabetical order.
+STANDARD = "standard"
+ADVERSE_CONDITIONS = ("fog", "rain", "snow", "night")
+CONDITIONS = (STANDARD, *ADVERSE_CONDITIONS)
+ACDC_CONDITIONS = tuple(sorted(ADVERSE_CONDITIONS))
 
 CLASS_NAMES: tuple[str, ...] = (
     "road",

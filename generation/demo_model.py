@@ -16,7 +16,7 @@ which the three sub-commands repeat on the demo world at toy scale:
 3. ``controlnet``: ``ControlNetModel.from_unet(U^S, conditioning_channels=20)`` trained against
    the frozen U^S on source crops, conditioned on the 20-channel one-hot label
    (``flexseg.labels.to_onehot20``) with the crop's class list as the caption
-   (``generation.prompts.class_list``). Output: a ControlNet folder.
+   (``flexseg.prompts.class_list``). Output: a ControlNet folder.
 
 Generation then pairs the ControlNet with the PRIOR U-Net (the style swap; ``generation.sampler``).
 
@@ -46,6 +46,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from flexseg.config import ConfigError, add_params_arguments, params_from_args
 from flexseg.io import DataError, git_revision, write_json
+from flexseg.prompts import class_list
 from generation.demo.architecture import (
     build_controlnet,
     build_text_encoder,
@@ -72,7 +73,6 @@ from generation.demo.train import (
     train_denoiser,
     train_vae,
 )
-from generation.prompts import class_list
 from generation.tokenizer import build_tokenizer
 
 VAE_FACTOR = 8

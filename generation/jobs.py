@@ -37,8 +37,8 @@ from flexseg.config import ConfigError, add_params_arguments, params_from_args
 from flexseg.data.rcs import ClassStats, class_probabilities, param, read_class_stats, select_crop
 from flexseg.data.readers import load_label
 from flexseg.io import DataError, write_text
-from flexseg.labels import CLASS_NAMES, NUM_CLASSES
-from generation.prompts import CONDITIONS, STANDARD, check_template, class_list, make_prompt
+from flexseg.labels import CLASS_NAMES, CONDITIONS, NUM_CLASSES, STANDARD
+from flexseg.prompts import check_template, class_list, make_prompt
 
 log = logging.getLogger(__name__)
 

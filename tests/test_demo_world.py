@@ -21,15 +21,17 @@ from flexseg.data.demo.classes import (
     MAPILLARY_DISAGREES,
     F,
 )
-from flexseg.data.demo.domains import ACDC_CONDITIONS, PRIOR_CONDITIONS, build_domains
+from flexseg.data.demo.domains import build_domains
 from flexseg.data.demo.geometry import Camera, Canvas
 from flexseg.data.demo.scene import Street, ground_buffers, render_scene, sample_street
 from flexseg.data.demo.style import _fog
 from flexseg.data.demo_world import DEFAULT_PROMPT, render_item, render_world, validate_demo
 from flexseg.io import read_image, read_label
 from flexseg.labels import (
+    ACDC_CONDITIONS,
     CITYSCAPES_ID_TO_TRAIN_ID,
     CLASS_NAMES,
+    CONDITIONS,
     IGNORE_INDEX,
     MAPILLARY_ID_TO_TRAIN_ID,
     NUM_CLASSES,
@@ -336,7 +338,7 @@ def test_prior_captions_name_the_classes_and_the_condition(world):
     root, _ = world
     with (root / "prior" / "captions.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert [r["condition"] for r in rows] == list(PRIOR_CONDITIONS)
+    assert [r["condition"] for r in rows] == list(CONDITIONS)
     words = {"fog": "foggy", "rain": "rainy", "snow": "snowy", "night": "night"}
     for row in rows:
         label = read_label(root / "prior" / "labels" / f"{row['name']}_labelTrainIds.png")

@@ -13,8 +13,8 @@ import torch
 from flexseg.config import ConfigError
 from flexseg.data import rcs
 from flexseg.io import DataError, write_image, write_label
+from flexseg.prompts import class_list, make_prompt
 from generation import jobs
-from generation.prompts import class_list, make_prompt
 
 torch.set_num_threads(1)
 

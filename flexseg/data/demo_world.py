@@ -14,8 +14,8 @@ The stand-in for FLEX-Seg's data (the paper trains on GTA5 plus DGInStyle images
 ACDC, Dark Zurich, Cityscapes, BDD100K and Mapillary) is ours: how the domains differ, the class
 frequencies and the scene grammar are documented in ``flexseg.data.demo``. Prior captions follow
 DGInStyle's prompts: the classes present in train-id order joined by spaces, and for an adverse
-condition ``"A city street scene with {classes}, in {word} weather."``; the template and words
-are those of ``generation.prompt`` (passed as ``prompt`` in the params, defaults below).
+condition ``"A city street scene with {classes}, in {word} weather."`` (``flexseg.prompts``); the
+template and words are those of ``generation.prompt`` (passed as ``prompt`` in the params).
 
 Files of an earlier render that this one did not write (e.g. after lowering a count) are removed
 from the domain folders, so that the readers never list stale images. A non-empty ``--out``
@@ -62,6 +62,7 @@ from flexseg.io import (
     write_text,
 )
 from flexseg.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, colorize
+from flexseg.prompts import class_list, make_prompt
 
 log = logging.getLogger("flexseg.demo_world")
 
@@ -110,18 +111,6 @@ def validate_demo(section: Any) -> dict[str, Any]:
     return section
 
 
-def caption(train_ids: np.ndarray, condition: str, prompt: dict[str, Any]) -> str:
-    """DGInStyle's prompt for a label: present classes in train-id order; weather if adverse."""
-    present = np.unique(train_ids)
-    classes = " ".join(CLASS_NAMES[c] for c in present if c < NUM_CLASSES)
-    if condition == "standard":
-        return classes
-    words = prompt["condition_words"]
-    if condition not in words:
-        raise ConfigError(f"prompt.condition_words has no word for condition {condition!r}")
-    return prompt["template"].format(classes=classes, condition=words[condition])
-
-
 def _encode(path: str, rgb: np.ndarray, jpeg_quality: int | None) -> bytes:
     ext = ".jpg" if jpeg_quality is not None else ".png"
     params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if jpeg_quality is not None else []
@@ -168,7 +157,13 @@ def render_item(
         files=files,
         class_pixels=counts[:NUM_CLASSES].astype(np.int64),
         void_pixels=int(counts[IGNORE_INDEX]),
-        caption=caption(train, item.condition, prompt) if domain.name == "prior" else "",
+        caption=(
+            make_prompt(
+                class_list(train), item.condition, prompt["template"], prompt["condition_words"]
+            )
+            if domain.name == "prior"
+            else ""
+        ),
         preview=(_decode(image_bytes), train) if preview else None,
     )
 

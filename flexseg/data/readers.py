@@ -55,6 +55,7 @@ import numpy as np
 from flexseg.config import ConfigError
 from flexseg.io import DataError, read_image, read_label
 from flexseg.labels import (
+    ACDC_CONDITIONS,
     CITYSCAPES_ID_TO_TRAIN_ID,
     IDENTITY_TRAIN_IDS,
     IGNORE_INDEX,
@@ -67,7 +68,6 @@ from flexseg.labels import (
 log = logging.getLogger(__name__)
 
 FORMATS = ("gta", "cityscapes", "bdd100k", "mapillary", "acdc", "dark_zurich", "generated")
-ACDC_CONDITIONS = ("fog", "night", "rain", "snow")
 DEFAULT_SPLITS = {
     "cityscapes": "val",
     "bdd100k": "val",

@@ -56,7 +56,13 @@ from flexseg.data.demo.scene import (
     CameraSpec,
 )
 from flexseg.data.demo.style import Look, game_look, photo_look
-from flexseg.labels import CITYSCAPES_ID_TO_TRAIN_ID, MAPILLARY_ID_TO_TRAIN_ID, PALETTE
+from flexseg.labels import (
+    ACDC_CONDITIONS,
+    CITYSCAPES_ID_TO_TRAIN_ID,
+    CONDITIONS,
+    MAPILLARY_ID_TO_TRAIN_ID,
+    PALETTE,
+)
 
 STYLE_STREAM = 1_000_003
 
@@ -83,7 +89,6 @@ REQUIRED: tuple[int, ...] = (
     SKY,
 )
 
-ACDC_CONDITIONS = ("fog", "night", "rain", "snow")
 ACDC_SEQUENCES = {"fog": "GOPR0475", "night": "GOPR0355", "rain": "GOPR0400", "snow": "GOPR0122"}
 CITYSCAPES_CITIES = ("frankfurt", "lindau", "munster")
 # Per-city colour cast of the Cityscapes-like photographs.
@@ -92,7 +97,6 @@ CITY_CAST = {
     "lindau": (1.06, 1.0, 0.9),
     "munster": (0.94, 1.0, 1.06),
 }
-PRIOR_CONDITIONS = ("standard", "fog", "rain", "snow", "night")
 MAPILLARY_ASPECTS = (4 / 3, 16 / 9, 3 / 2, 1.0, 3 / 4, 2.0)
 
 
@@ -404,7 +408,7 @@ class Prior(Domain):
         return f"images/{index:05d}.png", f"labels/{index:05d}_labelTrainIds.png"
 
     def condition(self, index: int) -> str:
-        return PRIOR_CONDITIONS[index % len(PRIOR_CONDITIONS)]
+        return CONDITIONS[index % len(CONDITIONS)]
 
     def camera(self, rng: np.random.Generator, width: int, height: int) -> CameraSpec:
         return CameraSpec(

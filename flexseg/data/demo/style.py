@@ -24,11 +24,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from flexseg import labels
 from flexseg.data.demo.classes import EMISSIVE, NUM_MATERIALS, SNOW_GROUND, M
 from flexseg.data.demo.geometry import SKY_DEPTH, GBuffer
 from flexseg.data.demo.scene import Render
 
-CONDITIONS = ("standard", "fog", "rain", "snow", "night", "dusk")
+CONDITIONS = (*labels.CONDITIONS, "dusk")
 
 # Three colour stops per material (RGB 0..255); a pixel's tint in [0, 1] runs through them.
 _PHOTO = {
