@@ -42,14 +42,21 @@ from diffusers import (
     SchedulerMixin,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextModel, CLIPTokenizer
 
 from flexseg.config import ConfigError
 from flexseg.device import resolve_device
+from generation.architecture import (
+    CONDITIONING_CHANNELS,
+    SD15_SCHEDULER_CONFIG,
+    Sizes,
+    build_controlnet,
+    build_text_encoder,
+    build_unet,
+    build_vae,
+)
+from generation.tokenizer import build_tokenizer
 
-from .tokenizer import build_tokenizer
-
-CONDITIONING_CHANNELS = 20
 SAMPLER_DEVICE = "generation.sampler.device"
 PRIOR_SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
@@ -57,19 +64,6 @@ PRIOR_SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 STATELESS_SCHEDULERS: tuple[type, ...] = (DDIMScheduler,)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-# Stable Diffusion 1.5's noise schedule (scheduler/scheduler_config.json on the hub).
-SD15_SCHEDULER_CONFIG: dict[str, Any] = {
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "clip_sample": False,
-    "set_alpha_to_one": False,
-    "steps_offset": 1,
-    "timestep_spacing": "leading",
-    "prediction_type": "epsilon",
-}
 
 
 @dataclass(frozen=True)
@@ -267,110 +261,53 @@ def check_components(c: Components) -> None:
 # ---------------------------------------------------------------------------------------------
 # Randomly initialised components (tests, benchmarks): same classes, same on-disk layout.
 
-
-@dataclass(frozen=True)
-class RandomSpec:
-    """Architecture sizes of randomly initialised components."""
-
-    unet_channels: tuple[int, ...]
-    unet_layers_per_block: int
-    unet_attention_head_dim: int
-    unet_norm_groups: int
-    cross_attention_dim: int
-    vae_channels: tuple[int, ...]
-    vae_layers_per_block: int
-    vae_norm_groups: int
-    controlnet_embedding_channels: tuple[int, ...]
-    text_layers: int
-    text_heads: int
-    text_intermediate: int
-    text_vocab: int  # at least the offline tokenizer's size
-
-
 # A few channels per layer, VAE downsampling by 8 as in Stable Diffusion.
-TINY_SPEC = RandomSpec(
+TINY_SPEC = Sizes(
     unet_channels=(32, 64),
     unet_layers_per_block=1,
-    unet_attention_head_dim=8,
+    unet_heads=8,
     unet_norm_groups=32,
-    cross_attention_dim=32,
-    vae_channels=(16, 16, 32, 32),
-    vae_layers_per_block=1,
-    vae_norm_groups=8,
-    controlnet_embedding_channels=(8, 8, 16, 16),
+    text_width=32,
     text_layers=2,
     text_heads=4,
     text_intermediate=64,
     text_vocab=0,
+    vae_channels=(16, 16, 32, 32),
+    vae_layers_per_block=1,
+    vae_norm_groups=8,
+    vae_mid_attention=True,
+    condition_embedding=(8, 8, 16, 16),
 )
 
 # Stable Diffusion 1.5's sizes (UNet2DConditionModel's defaults apart from the CLIP-L width,
 # AutoencoderKL of SD, CLIP ViT-L/14's text tower, the DGInStyle ControlNet embedding).
-SD15_SPEC = RandomSpec(
+SD15_SPEC = Sizes(
     unet_channels=(320, 640, 1280, 1280),
     unet_layers_per_block=2,
-    unet_attention_head_dim=8,
+    unet_heads=8,
     unet_norm_groups=32,
-    cross_attention_dim=768,
-    vae_channels=(128, 256, 512, 512),
-    vae_layers_per_block=2,
-    vae_norm_groups=32,
-    controlnet_embedding_channels=(16, 32, 96, 256),
+    text_width=768,
     text_layers=12,
     text_heads=12,
     text_intermediate=3072,
     text_vocab=49408,
+    vae_channels=(128, 256, 512, 512),
+    vae_layers_per_block=2,
+    vae_norm_groups=32,
+    vae_mid_attention=True,
+    condition_embedding=(16, 32, 96, 256),
 )
 
 
-def random_components(spec: RandomSpec, seed: int = 0) -> Components:
+def random_components(spec: Sizes, seed: int = 0) -> Components:
     """Randomly initialised float32 CPU components with the architecture ``spec``."""
     torch.manual_seed(seed)
-    depth = len(spec.unet_channels)
-    unet = UNet2DConditionModel(
-        sample_size=64,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D",) * (depth - 1) + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (depth - 1),
-        block_out_channels=spec.unet_channels,
-        layers_per_block=spec.unet_layers_per_block,
-        attention_head_dim=spec.unet_attention_head_dim,
-        norm_num_groups=spec.unet_norm_groups,
-        cross_attention_dim=spec.cross_attention_dim,
-    )
-    controlnet = ControlNetModel.from_unet(
-        unet,
-        conditioning_channels=CONDITIONING_CHANNELS,
-        conditioning_embedding_out_channels=spec.controlnet_embedding_channels,
-    )
-    vae_depth = len(spec.vae_channels)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * vae_depth,
-        up_block_types=("UpDecoderBlock2D",) * vae_depth,
-        block_out_channels=spec.vae_channels,
-        layers_per_block=spec.vae_layers_per_block,
-        latent_channels=4,
-        norm_num_groups=spec.vae_norm_groups,
-        sample_size=512,
-    )
+    unet = build_unet(spec, sample_size=64)
+    controlnet = build_controlnet(spec, unet)
+    vae = build_vae(spec, sample_size=512)
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = build_tokenizer(tmp)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=max(spec.text_vocab, len(tokenizer)),
-            hidden_size=spec.cross_attention_dim,
-            intermediate_size=spec.text_intermediate,
-            num_hidden_layers=spec.text_layers,
-            num_attention_heads=spec.text_heads,
-            max_position_embeddings=tokenizer.model_max_length,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    text_encoder = build_text_encoder(spec, tokenizer)
     components = Components(
         unet=unet,
         controlnet=controlnet,

@@ -47,11 +47,12 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from flexseg.config import ConfigError, add_params_arguments, params_from_args
 from flexseg.io import DataError, git_revision, write_json
 from flexseg.prompts import class_list
-from generation.demo.architecture import (
+from generation.architecture import (
     build_controlnet,
     build_text_encoder,
     build_unet,
     build_vae,
+    demo_sizes,
     inference_scheduler,
 )
 from generation.demo.data import (
@@ -161,7 +162,7 @@ PRIOR_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 def train_prior(settings: DemoSettings, world: Path, out: Path) -> None:
     """Write the prior folder: tokenizer, text encoder, VAE, U-Net, scheduler."""
-    arch = settings.architecture
+    sizes = demo_sizes(settings.architecture)
     timings: dict[str, float] = {}
     start = time.perf_counter()
     prior_images = load_prior_images(world, VAE_FACTOR, settings.crop_size)
@@ -171,10 +172,10 @@ def train_prior(settings: DemoSettings, world: Path, out: Path) -> None:
         captions = [row.caption for row in read_captions(world / "prior")]
         tokenizer = build_tokenizer(tmp / "tokenizer", captions)
         torch.manual_seed(settings.seed)
-        text_encoder = build_text_encoder(arch, tokenizer)
+        text_encoder = build_text_encoder(sizes, tokenizer)
 
         torch.manual_seed(settings.seed)
-        vae = build_vae(arch, sample_size=settings.crop_size)
+        vae = build_vae(sizes, sample_size=settings.crop_size)
         vae_log = TrainLog("vae", settings.log_every)
         train_vae(vae, prior_images + source_images, settings.vae, settings.seed, vae_log)
         latents = encode_images(vae, prior_images, ENCODE_BATCH)
@@ -185,7 +186,7 @@ def train_prior(settings: DemoSettings, world: Path, out: Path) -> None:
         print(f"VAE latent scaling factor {scaling:.4f}", flush=True)
 
         torch.manual_seed(settings.seed)
-        unet = build_unet(arch, sample_size=settings.crop_size // VAE_FACTOR)
+        unet = build_unet(sizes, sample_size=settings.crop_size // VAE_FACTOR)
         unet_log = TrainLog("prior_unet", settings.log_every)
         train_denoiser(
             DenoiserSetup(unet=unet),
@@ -287,7 +288,7 @@ def train_controlnet(
     latents = encode_images(vae, images, ENCODE_BATCH)
     print(f"source images: {len(images)}", flush=True)
     torch.manual_seed(settings.seed)
-    controlnet = build_controlnet(settings.architecture, unet)
+    controlnet = build_controlnet(demo_sizes(settings.architecture), unet)
     with atomic_folder(out) as tmp:
         log = TrainLog("controlnet", settings.log_every)
         train_denoiser(

@@ -61,7 +61,8 @@ from PIL import Image
 
 from flexseg.labels import NUM_CLASSES
 
-from .components import CONDITIONING_CHANNELS, Components, require_stateless
+from .architecture import CONDITIONING_CHANNELS
+from .components import Components, require_stateless
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,12 @@ from flexseg.config import ConfigError, load_config, stage_params
 from flexseg.io import DataError, write_image, write_label
 from flexseg.labels import CITYSCAPES_ID_TO_TRAIN_ID, CLASS_NAMES
 from generation import demo_model
-from generation.demo.architecture import (
+from generation.architecture import (
     build_controlnet,
     build_text_encoder,
     build_unet,
     build_vae,
+    demo_sizes,
     training_scheduler,
 )
 from generation.demo.data import (
@@ -275,8 +276,8 @@ def scaled_linear_alphas_cumprod() -> list[float]:
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_denoising_loss_matches_reference(prediction_type):
     torch.manual_seed(0)
-    arch = settings_from_params(tiny_params())
-    unet = build_unet(arch.architecture, sample_size=4).eval()
+    arch = demo_sizes(settings_from_params(tiny_params()).architecture)
+    unet = build_unet(arch, sample_size=4).eval()
     latents = torch.randn(3, 4, 4, 4)
     noise = torch.randn(3, 4, 4, 4)
     timesteps = torch.tensor([0, 500, 999])
@@ -316,7 +317,7 @@ def test_unknown_prediction_type_is_refused():
 
 def test_epsilon_loss_with_controlnet_matches_reference():
     torch.manual_seed(0)
-    arch = settings_from_params(tiny_params()).architecture
+    arch = demo_sizes(settings_from_params(tiny_params()).architecture)
     unet = build_unet(arch, sample_size=4).eval()
     controlnet = build_controlnet(arch, unet).eval()
     # The zero convolutions start at zero (as trained ControlNets do not): perturb them.
@@ -376,7 +377,7 @@ def test_onehot_batch_marks_void_in_channel_19():
 
 def test_vae_loss_matches_reference():
     torch.manual_seed(0)
-    arch = settings_from_params(tiny_params()).architecture
+    arch = demo_sizes(settings_from_params(tiny_params()).architecture)
     vae = build_vae(arch, sample_size=16)
     batch = torch.rand(2, 3, 16, 16) * 2 - 1
     loss = vae_loss(vae, batch, 0.5, torch.Generator().manual_seed(3))
@@ -401,7 +402,7 @@ def test_vae_loss_matches_reference():
 
 def test_vae_chroma_term_matches_reference():
     torch.manual_seed(0)
-    vae = build_vae(settings_from_params(tiny_params()).architecture, sample_size=16)
+    vae = build_vae(demo_sizes(settings_from_params(tiny_params()).architecture), sample_size=16)
     batch = torch.rand(2, 3, 16, 16) * 2 - 1
     plain = vae_loss(vae, batch, 1e-4, torch.Generator().manual_seed(3))
     with_chroma = vae_loss(vae, batch, 1e-4, torch.Generator().manual_seed(3), chroma_weight=2.0)
@@ -418,7 +419,7 @@ def test_vae_chroma_term_matches_reference():
 
 
 def test_build_vae_is_variance_preserving_and_shallow():
-    arch = settings_from_params(tiny_params()).architecture
+    arch = demo_sizes(settings_from_params(tiny_params()).architecture)
     vae = build_vae(arch, sample_size=16)
     assert vae.config.layers_per_block == 0
     assert all(len(block.resnets) == 0 for block in vae.encoder.down_blocks)
@@ -441,7 +442,7 @@ def test_area_crops_weigh_images_by_area():
 
 def test_vae_loss_decreases_on_a_fixed_batch():
     torch.manual_seed(0)
-    vae = build_vae(settings_from_params(tiny_params()).architecture, sample_size=16)
+    vae = build_vae(demo_sizes(settings_from_params(tiny_params()).architecture), sample_size=16)
     narrow_posterior(vae)
     rng = np.random.default_rng(0)
     scenes = [paint(scene_label(rng, 16, 24), 30 * k)[:, :16] for k in range(4)]
@@ -460,7 +461,7 @@ def test_vae_loss_decreases_on_a_fixed_batch():
 @pytest.mark.parametrize("trainable", [True, False])
 def test_text_encoder_learns_only_when_trainable(trainable, tmp_path):
     settings = settings_from_params(tiny_params())
-    arch = settings.architecture
+    arch = demo_sizes(settings.architecture)
     tokenizer = build_tokenizer(tmp_path, ["road car"])
     torch.manual_seed(0)
     text_encoder = build_text_encoder(arch, tokenizer)

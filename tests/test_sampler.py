@@ -16,9 +16,8 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
 from flexseg.config import ConfigError, load_config
 from flexseg.labels import to_onehot20
+from generation.architecture import CONDITIONING_CHANNELS, SD15_SCHEDULER_CONFIG
 from generation.components import (
-    CONDITIONING_CHANNELS,
-    SD15_SCHEDULER_CONFIG,
     TINY_SPEC,
     load_components,
     random_components,

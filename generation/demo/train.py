@@ -32,8 +32,8 @@ Decisions left open:
   on that plateau after its 400-step, ~95 s budget (held-out mean |error| 0.24; 0.15 after 2000
   steps). Weighting the chroma error and drawing crops per pixel (the larger, colourful source
   renders then give ~60 % of the crops) shorten the plateau; with the cheaper VAE of
-  ``architecture.build_vae`` it ends after ~700 steps, and 1900 steps (~90 s at 1 thread) reach
-  0.13 with recognisable colours.
+  ``generation.architecture.build_vae`` it ends after ~700 steps, and 1900 steps (~90 s at 1
+  thread) reach 0.13 with recognisable colours.
 - The VAE's posterior starts narrow (log-variance -6); AdamW with a linear warm-up over the
   first 10 % of the steps (at most 100) then a cosine decay to 10 % of the learning rate (few
   steps, so the end of training settles); gradients clipped at norm 1 as in DGInStyle's
@@ -54,7 +54,7 @@ from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DCondi
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from flexseg.labels import to_onehot20
-from generation.demo.architecture import training_scheduler
+from generation.architecture import training_scheduler
 from generation.demo.data import (
     LatentImage,
     TrainImage,
