@@ -1,8 +1,9 @@
 """Whole-or-nothing file writing and image reading with errors that name the file.
 
-Every output of the pipeline goes through ``atomic_path``: the data is written to a temporary
-name in the same folder and renamed into place only once complete, so a killed job never leaves
-a half-written file under the final name.
+Every output of the pipeline goes through ``atomic_path`` (a file) or ``atomic_folder`` (a folder
+written whole): the data is written under a temporary name in the same folder and renamed into
+place only once complete, so a killed job never leaves a half-written output under the final
+name, and ``remove_stale_temporaries`` clears what a killed writer left.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -25,8 +27,8 @@ class DataError(ValueError):
     """Bad input data; the message names the file or value at fault."""
 
 
-# A temporary of ``atomic_path``: "." + the final name's stem + "." + mkstemp's 8 random
-# characters + ".tmp" + the final suffix.
+# A temporary of ``atomic_path`` or ``atomic_folder``: "." + the final name's stem + "." + 8
+# random characters (mkstemp's, mkdtemp's) + ".tmp" + the final suffix.
 _TEMPORARY = r"\.{stem}\.[a-z0-9_]{{8}}\.tmp{suffix}"
 
 
@@ -36,7 +38,8 @@ def temporary_name(path: Path, suffix: str | None = None) -> tuple[str, str]:
 
 
 def remove_stale_temporaries(place: str | os.PathLike) -> list[Path]:
-    """Delete the temporaries a killed writer left behind (``atomic_path``'s names only).
+    """Delete the temporaries (files or folders) a killed writer left behind (``atomic_path``'s
+    and ``atomic_folder``'s names only).
 
     ``place`` is a folder the caller owns (every temporary in it goes) or a file path (only that
     file's temporaries go: a folder shared with other jobs keeps theirs, which may be live).
@@ -44,20 +47,31 @@ def remove_stale_temporaries(place: str | os.PathLike) -> list[Path]:
     """
     place = Path(place)
     if place.is_dir():
-        folder, pattern = place, _TEMPORARY.format(stem=".+", suffix=".*")
-    else:
-        folder = place.parent
-        pattern = _TEMPORARY.format(stem=re.escape(place.stem), suffix=re.escape(place.suffix))
+        return _remove_temporaries(place, ".+", ".*")
+    return _remove_temporaries(place.parent, re.escape(place.stem), re.escape(place.suffix))
+
+
+def _remove_temporaries(folder: Path, stem: str, suffix: str) -> list[Path]:
     if not folder.is_dir():
         return []
-    match = re.compile(pattern).fullmatch
+    match = re.compile(_TEMPORARY.format(stem=stem, suffix=suffix)).fullmatch
     removed = []
     with os.scandir(folder) as entries:
         for entry in entries:
-            if entry.name.startswith(".") and match(entry.name) and entry.is_file():
-                Path(entry.path).unlink(missing_ok=True)
+            if entry.name.startswith(".") and match(entry.name):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    Path(entry.path).unlink(missing_ok=True)
                 removed.append(Path(entry.path))
     return removed
+
+
+def _plain_permissions(path: Path, mode: int) -> None:
+    """``mode`` less the umask: mkstemp and mkdtemp create owner-only entries, open() does not."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, mode & ~umask)
 
 
 @contextlib.contextmanager
@@ -78,14 +92,40 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        # mkstemp creates the file owner-only; give it the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)
+        _plain_permissions(tmp_path, 0o666)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; it replaces ``path`` (a folder) when the
+    block succeeds, and is deleted, leaving ``path`` as it was, when the block fails.
+
+    Its name is one of ``path``'s temporaries (``temporary_name``), so that the next writer's
+    ``remove_stale_temporaries`` clears a folder a killed writer left.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_temporaries(path.parent, re.escape(path.stem), re.escape(path.suffix))
+    prefix, suffix = temporary_name(path)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=path.parent))
+    try:
+        yield tmp
+        _plain_permissions(tmp, 0o777)
+        if path.exists():
+            # A rename cannot replace a non-empty folder: move the old one aside first.
+            old = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=path.parent))
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 @contextlib.contextmanager

@@ -29,13 +29,9 @@ two runs with the same settings and thread count give identical weights.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
-import os
-import shutil
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -45,7 +41,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from flexseg.config import ConfigError, add_params_arguments, params_from_args
-from flexseg.io import DataError, git_revision, write_json
+from flexseg.io import DataError, atomic_folder, git_revision, write_json
 from flexseg.prompts import class_list
 from generation.architecture import (
     build_controlnet,
@@ -78,52 +74,6 @@ from generation.tokenizer import build_tokenizer
 
 VAE_FACTOR = 8
 ENCODE_BATCH = 16
-
-
-@contextlib.contextmanager
-def atomic_folder(out: str | Path) -> Iterator[Path]:
-    """Yield a fresh temporary folder beside ``out``; it replaces ``out`` when the block succeeds.
-
-    On an exception the temporary folder is deleted and ``out`` is left as it was.
-    """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        yield tmp
-        if out.exists():
-            # Move the old folder aside first: a rename cannot replace a non-empty folder.
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-
-
-def remove_stale_temporaries(out: Path) -> None:
-    """Delete temporary folders of ``out`` left by runs that were killed (their process is gone)."""
-    for path in out.parent.glob(f".{out.name}.tmp-*"):
-        pid = path.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _process_alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def write_train_log(folder: Path, logs: list[TrainLog]) -> None:

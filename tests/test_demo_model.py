@@ -7,8 +7,6 @@ import csv
 import json
 import math
 import os
-import subprocess
-import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -704,36 +702,6 @@ def test_failed_run_leaves_no_folder(world, tmp_path):
     )
     assert code == 1
     assert not out.exists() and list(tmp_path.iterdir()) == []
-
-
-def test_atomic_folder_keeps_the_old_output_on_error(tmp_path):
-    out = tmp_path / "model"
-    out.mkdir()
-    (out / "old.txt").write_text("old")
-    with pytest.raises(RuntimeError):
-        with demo_model.atomic_folder(out) as tmp:
-            (tmp / "new.txt").write_text("new")
-            raise RuntimeError("killed")
-    assert [p.name for p in out.iterdir()] == ["old.txt"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
-    with demo_model.atomic_folder(out) as tmp:
-        (tmp / "new.txt").write_text("new")
-    assert [p.name for p in out.iterdir()] == ["new.txt"]
-
-
-def test_atomic_folder_removes_temporaries_of_killed_runs(tmp_path):
-    out = tmp_path / "model"
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    stale = tmp_path / f".model.tmp-{dead.pid}"
-    alive = tmp_path / f".model.tmp-{os.getppid()}"
-    other = tmp_path / f".other.tmp-{dead.pid}"
-    for folder in (stale, alive, other):
-        folder.mkdir()
-    with demo_model.atomic_folder(out) as tmp:
-        (tmp / "new.txt").write_text("new")
-    assert not stale.exists()
-    assert alive.exists() and other.exists() and (out / "new.txt").exists()
 
 
 def test_help_exits_cleanly(capsys):

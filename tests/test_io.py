@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from flexseg.io import atomic_path, remove_stale_temporaries, temporary_name, write_text
+from flexseg.io import (
+    atomic_folder,
+    atomic_path,
+    remove_stale_temporaries,
+    temporary_name,
+    write_text,
+)
 
 
 def leftover(final: Path, random: str = "ab12cd34") -> Path:
@@ -53,3 +59,32 @@ def test_atomic_path_leaves_nothing_when_the_write_fails(tmp_path):
         tmp.write_text("partial")
         raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_folder_replaces_the_folder_whole_or_not_at_all(tmp_path):
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), atomic_folder(out) as tmp:
+        (tmp / "new.txt").write_text("new")
+        raise RuntimeError("killed")
+    assert [p.name for p in out.iterdir()] == ["old.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    with atomic_folder(out) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert [p.name for p in out.iterdir()] == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_atomic_folder_clears_the_folders_a_killed_writer_left(tmp_path):
+    out = tmp_path / "prior"
+    prefix, suffix = temporary_name(out)
+    stale = tmp_path / f"{prefix}ab12cd34{suffix}"
+    stale.mkdir()
+    (stale / "unet.bin").write_text("half")
+    other = tmp_path / f"{temporary_name(tmp_path / 'controlnet')[0]}ab12cd34.tmp"
+    other.mkdir()
+    with atomic_folder(out) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert not stale.exists() and other.exists() and (out / "new.txt").exists()
+    assert remove_stale_temporaries(tmp_path) == [other]
