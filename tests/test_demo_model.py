@@ -19,7 +19,6 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from flexseg.config import ConfigError, load_config, stage_params
 from flexseg.io import DataError, write_image, write_label
 from flexseg.labels import CITYSCAPES_ID_TO_TRAIN_ID, CLASS_NAMES
-from generation import demo_model
 from generation.architecture import (
     build_controlnet,
     build_text_encoder,
@@ -28,6 +27,7 @@ from generation.architecture import (
     demo_sizes,
     training_scheduler,
 )
+from generation.demo import __main__ as demo_model
 from generation.demo.data import (
     LatentImage,
     TrainImage,

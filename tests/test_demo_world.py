@@ -25,7 +25,7 @@ from flexseg.data.demo.domains import build_domains
 from flexseg.data.demo.geometry import Camera, Canvas
 from flexseg.data.demo.scene import Street, ground_buffers, render_scene, sample_street
 from flexseg.data.demo.style import _fog
-from flexseg.data.demo_world import DEFAULT_PROMPT, render_item, render_world, validate_demo
+from flexseg.data.demo.world import DEFAULT_PROMPT, render_item, render_world, validate_demo
 from flexseg.io import read_image, read_label
 from flexseg.labels import (
     ACDC_CONDITIONS,
@@ -481,7 +481,7 @@ def test_a_foreign_folder_is_not_overwritten(tmp_path):
 
 
 def test_command_line_help_and_error_exit(tmp_path):
-    cmd = [sys.executable, "-m", "flexseg.data.demo_world"]
+    cmd = [sys.executable, "-m", "flexseg.data.demo"]
     ok = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0 and "--params" in ok.stdout
     params = json.dumps({"demo": {**TINY, "seed": "zero"}})

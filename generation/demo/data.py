@@ -1,6 +1,6 @@
 """The demo world as training data for the demo generator, and its cached VAE latents.
 
-Two parts of the world are read (config ``demo``; layouts written by ``flexseg.data.demo_world``):
+Two parts of the world are read (config ``demo``; layouts written by ``flexseg.data.demo.world``):
 
 - ``prior/images/*.png`` with ``prior/captions.csv`` (``name,condition,caption``): renders in every
   condition with captions that name it, the stand-in for Stable Diffusion's broad training set.

@@ -18,5 +18,5 @@ rule render_demo:
     conda:
         "../envs/flexseg.yaml"
     shell:
-        "python -m flexseg.data.demo_world --params {params.p:q} --out {params.root} "
+        "python -m flexseg.data.demo --params {params.p:q} --out {params.root} "
         "--grid {output.grid} --workers {threads} > {log} 2>&1"

@@ -44,7 +44,7 @@ rule demo_generator_prior:
         "../envs/flexseg.yaml"
     shell:
         gpu_job(
-            "python -m generation.demo_model prior --params {params.p:q} --world {params.root} "
+            "python -m generation.demo prior --params {params.p:q} --world {params.root} "
             "--out {output} --threads {threads} > {log} 2>&1"
         )
 
@@ -71,7 +71,7 @@ rule demo_generator_source:
         "../envs/flexseg.yaml"
     shell:
         gpu_job(
-            "python -m generation.demo_model source --params {params.p:q} --world {params.root} "
+            "python -m generation.demo source --params {params.p:q} --world {params.root} "
             "--prior {input.prior} --out {output} --threads {threads} > {log} 2>&1"
         )
 
@@ -99,7 +99,7 @@ rule demo_generator_controlnet:
         "../envs/flexseg.yaml"
     shell:
         gpu_job(
-            "python -m generation.demo_model controlnet --params {params.p:q} --world {params.root} "
+            "python -m generation.demo controlnet --params {params.p:q} --world {params.root} "
             "--prior {input.prior} --source-unet {input.source_unet} --out {output} "
             "--threads {threads} > {log} 2>&1"
         )

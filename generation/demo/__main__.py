@@ -273,7 +273,7 @@ def train_controlnet(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m generation.demo_model",
+        prog="python -m generation.demo",
         description="Train the demo diffusion generator (DGInStyle's prior / source U-Net / "
         "ControlNet, in miniature) on the demo world.",
     )

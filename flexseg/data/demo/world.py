@@ -1,6 +1,6 @@
 """Render the procedural demo world: a game-like source and five shifted targets, on disk.
 
-``python -m flexseg.data.demo_world --params P --out resources/demo --grid results/demo/world_grid.png``
+``python -m flexseg.data.demo --params P --out resources/demo --grid results/demo/world_grid.png``
 (``P = {"demo": <config section demo>}``) writes, each in its real dataset's layout
 (training_and_evaluation.md §4): ``gta/`` and ``gta_val/`` (GTA5: palettized raw Cityscapes ids),
 ``cityscapes/`` (``gtFine_labelIds``), ``bdd100k/`` (JPEG, train-id masks), ``mapillary/`` (JPEG,
@@ -24,7 +24,6 @@ without a demo world's marker is refused rather than overwritten.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import io
@@ -32,7 +31,6 @@ import logging
 import multiprocessing
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +39,7 @@ import cv2
 import jsonschema
 import numpy as np
 
-from flexseg.config import ConfigError, add_params_arguments, load_schema, params_from_args
+from flexseg.config import ConfigError, load_schema
 from flexseg.data.demo.classes import FINE_TO_TRAIN
 from flexseg.data.demo.domains import (
     STYLE_STREAM,
@@ -64,7 +62,7 @@ from flexseg.io import (
 from flexseg.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, colorize
 from flexseg.prompts import class_list, make_prompt
 
-log = logging.getLogger("flexseg.demo_world")
+log = logging.getLogger("flexseg.data.demo")
 
 MARKER = ".demo_world"
 WORLD_FILE = "world.json"
@@ -278,7 +276,7 @@ def render_world(
     out = Path(out)
     _check_out(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_text(out / MARKER, "a rendered demo world (flexseg.data.demo_world)\n")
+    write_text(out / MARKER, "a rendered demo world (flexseg.data.demo)\n")
     (out / WORLD_FILE).unlink(missing_ok=True)
 
     domains = build_domains(demo)
@@ -350,39 +348,3 @@ def class_frequency_table(summary: dict[str, Any], domain: str = "source") -> st
             f"  {CLASS_NAMES[c]:<14} {100 * share[c]:6.2f}%  {info['images_with_class'][c]:4d}"
         )
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m flexseg.data.demo_world", description=__doc__.split("\n\n")[0]
-    )
-    add_params_arguments(parser)
-    parser.add_argument("--out", required=True, help="world root (the config's demo.root)")
-    parser.add_argument("--grid", help="overview PNG of a few images per domain")
-    parser.add_argument("--workers", type=int, default=1, help="rendering processes")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        params = params_from_args(args, "render_demo")
-        if "demo" not in params:
-            raise ConfigError("the params have no 'demo' section (expected {\"demo\": {...}})")
-        start = time.perf_counter()
-        summary = render_world(
-            params["demo"], args.out, args.grid, args.workers, params.get("prompt")
-        )
-    except ConfigError as err:
-        parser.exit(2, f"error: {err}\n")
-    elapsed = time.perf_counter() - start
-    total = sum(d["count"] for d in summary["domains"].values())
-    log.info(
-        "rendered %d images in %.1f s with %d workers into %s",
-        total,
-        elapsed,
-        args.workers,
-        args.out,
-    )
-    log.info("\n%s", class_frequency_table(summary))
-
-
-if __name__ == "__main__":
-    main()
