@@ -123,7 +123,8 @@ def require_stateless(scheduler: Any) -> None:
         )
 
 
-def _check_folder(path: Path, what: str, subfolders: tuple[str, ...] = ()) -> None:
+def check_folder(path: Path, what: str, subfolders: tuple[str, ...] = ()) -> None:
+    """ConfigError unless ``path`` is a folder holding ``subfolders``."""
     if not path.is_dir():
         raise ConfigError(f"{what} folder not found: {path}")
     missing = [s for s in subfolders if not (path / s).is_dir()]
@@ -157,9 +158,9 @@ def load_components(
                 "(--prior DIR --controlnet DIR)"
             )
         base: str = str(prior_dir)
-        _check_folder(Path(base), "prior", PRIOR_SUBFOLDERS)
+        check_folder(Path(base), "prior", PRIOR_SUBFOLDERS)
         cn_source, cn_subfolder = str(controlnet_dir), None
-        _check_folder(Path(cn_source), "ControlNet")
+        check_folder(Path(cn_source), "ControlNet")
     elif kind == "pretrained":
         if prior_dir is not None or controlnet_dir is not None:
             raise ConfigError(
@@ -169,7 +170,7 @@ def load_components(
         base = models_cfg["base"]
         cn_source, cn_subfolder = models_cfg["controlnet"], models_cfg["controlnet_subfolder"]
         if Path(base).exists():
-            _check_folder(Path(base), "generation.models.base", PRIOR_SUBFOLDERS)
+            check_folder(Path(base), "generation.models.base", PRIOR_SUBFOLDERS)
     else:
         raise ConfigError(f"generation.models.kind must be demo or pretrained, got {kind!r}")
 

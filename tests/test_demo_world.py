@@ -23,7 +23,8 @@ from flexseg.data.demo.classes import (
 )
 from flexseg.data.demo.domains import build_domains
 from flexseg.data.demo.geometry import Camera, Canvas
-from flexseg.data.demo.scene import Street, ground_buffers, render_scene, sample_street
+from flexseg.data.demo.scene import render_scene
+from flexseg.data.demo.street import Street, ground_buffers, sample_street
 from flexseg.data.demo.style import _fog
 from flexseg.data.demo.world import DEFAULT_PROMPT, render_item, render_world, validate_demo
 from flexseg.io import read_image, read_label
@@ -441,7 +442,7 @@ def test_fog_follows_koschmieder():
 
 def test_a_required_class_is_always_visible():
     def camera(rng):
-        from flexseg.data.demo.scene import CameraSpec
+        from flexseg.data.demo.street import CameraSpec
 
         return CameraSpec(focal=40.0, horizon=14.0, height_m=1.8)
 

@@ -51,6 +51,7 @@ from generation.architecture import (
     demo_sizes,
     inference_scheduler,
 )
+from generation.components import PRIOR_SUBFOLDERS, check_folder
 from generation.demo.data import (
     encode_images,
     load_prior_images,
@@ -97,17 +98,6 @@ def write_record(folder: Path, command: str, settings: DemoSettings, extra: dict
             **extra,
         },
     )
-
-
-def _require_folder(path: Path, what: str, subfolders: tuple[str, ...] = ()) -> None:
-    if not path.is_dir():
-        raise DataError(f"{what} folder not found: {path}")
-    missing = [s for s in subfolders if not (path / s).is_dir()]
-    if missing:
-        raise DataError(f"{what} folder {path} lacks the subfolders {missing}")
-
-
-PRIOR_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 
 def train_prior(settings: DemoSettings, world: Path, out: Path) -> None:
@@ -173,7 +163,7 @@ def train_prior(settings: DemoSettings, world: Path, out: Path) -> None:
 
 
 def _load_prior_parts(prior: Path) -> tuple[AutoencoderKL, CLIPTokenizer, CLIPTextModel]:
-    _require_folder(prior, "prior", PRIOR_PARTS)
+    check_folder(prior, "prior", PRIOR_SUBFOLDERS)
     vae = AutoencoderKL.from_pretrained(prior, subfolder="vae").eval()
     tokenizer = CLIPTokenizer.from_pretrained(prior, subfolder="tokenizer")
     text_encoder = CLIPTextModel.from_pretrained(prior, subfolder="text_encoder").eval()
@@ -187,66 +177,50 @@ def _prediction_type(prior: Path) -> str:
 
 def train_source(settings: DemoSettings, world: Path, prior: Path, out: Path) -> None:
     """Write U^S: the prior U-Net fine-tuned on the source images with the empty prompt."""
-    start = time.perf_counter()
-    vae, tokenizer, text_encoder = _load_prior_parts(prior)
-    unet = UNet2DConditionModel.from_pretrained(prior, subfolder="unet")
-    prediction_type = _prediction_type(prior)
-    images = load_source_images(world, VAE_FACTOR, settings.crop_size)
-    latents = encode_images(vae, images, ENCODE_BATCH)
-    print(f"source images: {len(images)}", flush=True)
-    with atomic_folder(out) as tmp:
-        log = TrainLog("source_unet", settings.log_every)
-        train_denoiser(
-            DenoiserSetup(unet=unet),
-            latents,
-            TextEmbedder(tokenizer, text_encoder),
-            empty_prompts,
-            settings.source,
-            prediction_type,
-            settings.crop_size // VAE_FACTOR,
-            VAE_FACTOR,
-            vae.config.scaling_factor,
-            settings.seed,
-            log,
-        )
-        unet.save_pretrained(tmp)
-        write_train_log(tmp, [log])
-        write_record(
-            tmp,
-            "source",
-            settings,
-            {
-                "world": str(world),
-                "prior": str(prior),
-                "source_images": len(images),
-                "prediction_type": prediction_type,
-                "total_seconds": round(time.perf_counter() - start, 2),
-            },
-        )
+    _fit_on_source(settings, world, prior, None, out)
 
 
 def train_controlnet(
     settings: DemoSettings, world: Path, prior: Path, source_unet: Path, out: Path
 ) -> None:
     """Write the ControlNet trained against the frozen U^S on one-hot source label crops."""
+    _fit_on_source(settings, world, prior, source_unet, out)
+
+
+def _fit_on_source(
+    settings: DemoSettings, world: Path, prior: Path, source_unet: Path | None, out: Path
+) -> None:
+    """U^S (no ``source_unet``) or the ControlNet against the frozen U^S in ``source_unet``,
+    fitted on the source images and written to ``out``."""
     start = time.perf_counter()
     vae, tokenizer, text_encoder = _load_prior_parts(prior)
-    _require_folder(source_unet, "source U-Net")
-    unet = UNet2DConditionModel.from_pretrained(source_unet)
+    if source_unet is None:
+        unet = UNet2DConditionModel.from_pretrained(prior, subfolder="unet")
+    else:
+        check_folder(source_unet, "source U-Net")
+        unet = UNet2DConditionModel.from_pretrained(source_unet)
     prediction_type = _prediction_type(prior)
     images = load_source_images(world, VAE_FACTOR, settings.crop_size)
     latents = encode_images(vae, images, ENCODE_BATCH)
     print(f"source images: {len(images)}", flush=True)
-    torch.manual_seed(settings.seed)
-    controlnet = build_controlnet(demo_sizes(settings.architecture), unet)
+    record = {"world": str(world), "prior": str(prior)}
+    if source_unet is None:
+        command, stage, training = "source", "source_unet", settings.source
+        setup, prompts = DenoiserSetup(unet), empty_prompts
+    else:
+        torch.manual_seed(settings.seed)
+        controlnet = build_controlnet(demo_sizes(settings.architecture), unet)
+        command, stage, training = "controlnet", "controlnet", settings.controlnet
+        setup, prompts = DenoiserSetup(unet, controlnet), class_list_prompts(class_list)
+        record["source_unet"] = str(source_unet)
     with atomic_folder(out) as tmp:
-        log = TrainLog("controlnet", settings.log_every)
+        log = TrainLog(stage, settings.log_every)
         train_denoiser(
-            DenoiserSetup(unet=unet, controlnet=controlnet),
+            setup,
             latents,
             TextEmbedder(tokenizer, text_encoder),
-            class_list_prompts(class_list),
-            settings.controlnet,
+            prompts,
+            training,
             prediction_type,
             settings.crop_size // VAE_FACTOR,
             VAE_FACTOR,
@@ -254,21 +228,11 @@ def train_controlnet(
             settings.seed,
             log,
         )
-        controlnet.save_pretrained(tmp)
+        setup.trainable.save_pretrained(tmp)
         write_train_log(tmp, [log])
-        write_record(
-            tmp,
-            "controlnet",
-            settings,
-            {
-                "world": str(world),
-                "prior": str(prior),
-                "source_unet": str(source_unet),
-                "source_images": len(images),
-                "prediction_type": prediction_type,
-                "total_seconds": round(time.perf_counter() - start, 2),
-            },
-        )
+        record |= {"source_images": len(images), "prediction_type": prediction_type}
+        record["total_seconds"] = round(time.perf_counter() - start, 2)
+        write_record(tmp, command, settings, record)
 
 
 def build_parser() -> argparse.ArgumentParser:

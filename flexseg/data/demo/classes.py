@@ -19,7 +19,10 @@ from enum import IntEnum
 
 import numpy as np
 
-from flexseg.labels import CITYSCAPES_ID_TO_TRAIN_ID, IGNORE_INDEX
+from flexseg.labels import CITYSCAPES_ID_TO_TRAIN_ID, CLASS_NAMES, IGNORE_INDEX
+
+# The 19 train ids by name (T.CAR == 13), for the class a scene is made to show.
+T = IntEnum("T", [name.upper().replace(" ", "_") for name in CLASS_NAMES], start=0)
 
 
 @dataclass(frozen=True)

@@ -32,29 +32,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from flexseg.data.demo.classes import FINE_TO_CITYSCAPES, FINE_TO_MAPILLARY, FINE_TO_TRAIN
-from flexseg.data.demo.scene import (
-    BICYCLE,
-    BUILDING,
-    BUS,
-    CAR,
-    FENCE,
-    MOTORCYCLE,
-    PERSON,
-    POLE,
-    RIDER,
-    ROAD,
-    SIDEWALK,
-    SKY,
-    TERRAIN,
-    TRAFFIC_LIGHT,
-    TRAFFIC_SIGN,
-    TRAIN,
-    TRUCK,
-    VEGETATION,
-    WALL,
-    CameraSpec,
-)
+from flexseg.data.demo.classes import FINE_TO_CITYSCAPES, FINE_TO_MAPILLARY, FINE_TO_TRAIN, T
+from flexseg.data.demo.street import CameraSpec
 from flexseg.data.demo.style import Look, game_look, photo_look
 from flexseg.labels import (
     ACDC_CONDITIONS,
@@ -68,25 +47,25 @@ STYLE_STREAM = 1_000_003
 
 # The class each image is made to show, by index modulo 19, rarest first.
 REQUIRED: tuple[int, ...] = (
-    TRAIN,
-    MOTORCYCLE,
-    RIDER,
-    BICYCLE,
-    BUS,
-    TRUCK,
-    TRAFFIC_LIGHT,
-    WALL,
-    FENCE,
-    TERRAIN,
-    PERSON,
-    TRAFFIC_SIGN,
-    POLE,
-    CAR,
-    VEGETATION,
-    BUILDING,
-    SIDEWALK,
-    ROAD,
-    SKY,
+    T.TRAIN,
+    T.MOTORCYCLE,
+    T.RIDER,
+    T.BICYCLE,
+    T.BUS,
+    T.TRUCK,
+    T.TRAFFIC_LIGHT,
+    T.WALL,
+    T.FENCE,
+    T.TERRAIN,
+    T.PERSON,
+    T.TRAFFIC_SIGN,
+    T.POLE,
+    T.CAR,
+    T.VEGETATION,
+    T.BUILDING,
+    T.SIDEWALK,
+    T.ROAD,
+    T.SKY,
 )
 
 ACDC_SEQUENCES = {"fog": "GOPR0475", "night": "GOPR0355", "rain": "GOPR0400", "snow": "GOPR0122"}
