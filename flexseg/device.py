@@ -1,9 +1,8 @@
 """The torch device a GPU stage (training, evaluation, generation) runs on.
 
 A config's ``device`` is ``cuda`` (fail when torch sees no GPU), ``cpu``, or ``auto``: CUDA when
-torch sees a GPU, else the CPU with a warning in the job's log, because a GPU stage that quietly
-runs on the CPU takes days at the paper's sizes (HRDA evaluates one ACDC image in about 2 minutes
-on a CPU). The paper configs ask for ``cuda``; the demo runs ``auto`` on the CPU.
+torch sees a GPU, else the CPU with a warning in the job's log, so that a GPU stage never falls
+back to the CPU unseen. The paper config asks for ``cuda``; the demo runs ``auto`` on the CPU.
 """
 
 from __future__ import annotations
