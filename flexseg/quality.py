@@ -381,7 +381,8 @@ def score(
     ``panels.npz`` under ``out_dir`` and return the scores record."""
     from flexseg.checkpoint import load_model
     from flexseg.data.readers import list_samples, load_sample
-    from flexseg.evaluate import Sample, prefetch, resolve_device, run_identity
+    from flexseg.device import resolve_device
+    from flexseg.evaluate import Sample, prefetch, run_identity
 
     settings = QualitySettings.from_params(params)
     manifest = Path(manifest)
@@ -392,7 +393,7 @@ def score(
     refs = list_samples({"name": "generated", "format": "generated", "root": str(manifest.parent)})
     if not refs:
         raise DataError(f"{manifest.parent}: the generated set holds no images")
-    device = resolve_device(settings.device)
+    device = resolve_device(settings.device, "evaluation.device")
     model, meta = load_model(checkpoint, map_location=device)
     model.to(device).eval()
     experiment, model_name, seed = run_identity(meta, str(checkpoint))
