@@ -42,6 +42,7 @@ from flexseg.io import (
     atomic_path,
     read_image,
     read_label,
+    remove_unlisted,
     temporary_name,
     write_csv,
 )
@@ -122,11 +123,8 @@ def merge_shards(shard_manifests: list[str | Path], out: str | Path, expected: i
         _place(Path(src), dest)
     for src, dest in zip(merged["label"], new_labels, strict=True):
         _place(Path(src), dest)
-    keep = {p.name for p in new_images} | {p.name for p in new_labels}
     for folder in (images_dir, labels_dir):
-        for p in folder.iterdir():
-            if p.is_file() and p.name not in keep:
-                p.unlink()
+        remove_unlisted(folder, {*new_images, *new_labels})
 
     merged["shard_image"] = merged["image"]
     merged["image"] = [str(p) for p in new_images]

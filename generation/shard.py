@@ -48,6 +48,7 @@ from flexseg.config import ConfigError, add_params_arguments, params_from_args
 from flexseg.io import (
     DataError,
     remove_stale_temporaries,
+    remove_unlisted,
     write_csv,
     write_image,
     write_json,
@@ -187,10 +188,7 @@ def prepare_out_dir(out_dir: Path, settings: dict[str, Any]) -> bool:
     wiped = False
     if settings_path.exists() and _read_settings_hash(settings_path) != settings["hash"]:
         for folder in (images, labels):
-            if folder.is_dir():
-                for p in folder.iterdir():
-                    if p.is_file():
-                        p.unlink()
+            remove_unlisted(folder, ())
         (out_dir / "manifest.csv").unlink(missing_ok=True)
         wiped = True
     images.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from flexseg.io import (
     atomic_folder,
     atomic_path,
     remove_stale_temporaries,
+    remove_unlisted,
     temporary_name,
     write_text,
 )
@@ -88,3 +89,14 @@ def test_atomic_folder_clears_the_folders_a_killed_writer_left(tmp_path):
         (tmp / "new.txt").write_text("new")
     assert not stale.exists() and other.exists() and (out / "new.txt").exists()
     assert remove_stale_temporaries(tmp_path) == [other]
+
+
+def test_remove_unlisted_leaves_exactly_the_listed_files(tmp_path):
+    keep = [tmp_path / "a.png", tmp_path / "sub" / "b.png"]
+    stale = [tmp_path / "old.png", tmp_path / "gone" / "c.png"]
+    for path in keep + stale:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("x")
+    assert sorted(remove_unlisted(tmp_path, set(keep))) == sorted(stale)
+    assert sorted(tmp_path.rglob("*")) == sorted([*keep, tmp_path / "sub"])
+    assert remove_unlisted(tmp_path / "missing", ()) == []

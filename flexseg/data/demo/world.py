@@ -54,6 +54,7 @@ from flexseg.data.demo.style import shade
 from flexseg.io import (
     atomic_path,
     opencv_single_threaded,
+    remove_unlisted,
     write_image,
     write_json,
     write_label,
@@ -195,23 +196,6 @@ def _check_out(out: Path) -> None:
         )
 
 
-def _prune(out: Path, domains: list[Domain], keep: set[str]) -> list[str]:
-    """Remove files under the domain folders that this render did not write."""
-    removed = []
-    for folder in sorted({d.folder for d in domains}):
-        base = out / folder
-        if not base.is_dir():
-            continue
-        for path in sorted(base.rglob("*"), reverse=True):
-            rel = path.relative_to(out).as_posix()
-            if path.is_file() and rel not in keep:
-                path.unlink()
-                removed.append(rel)
-            elif path.is_dir() and not any(path.iterdir()):
-                path.rmdir()
-    return removed
-
-
 def _grid(results: dict[str, list[ItemResult]], domains: list[Domain]) -> np.ndarray:
     """One row per domain: image and coloured label side by side, for each preview."""
     rows = []
@@ -301,7 +285,10 @@ def render_world(
     write_text(out / CAPTIONS_FILE, captions)
     files = [f for d in domains for r in results[d.name] for f in r.files]
     files.append((CAPTIONS_FILE, hashlib.sha256(captions.encode()).hexdigest()))
-    removed = _prune(out, domains, {path for path, _ in files})
+    keep = {out / path for path, _ in files}
+    removed = [
+        p for f in sorted({d.folder for d in domains}) for p in remove_unlisted(out / f, keep)
+    ]
     if removed:
         log.info("removed %d files of an earlier render, e.g. %s", len(removed), removed[0])
 
