@@ -9,6 +9,10 @@ the encoder's resolved ``SegformerConfig`` fields written out, so loading a trai
 fetches the ImageNet weights again (they are overwritten by the state dict anyway) and works
 offline; the config as given is kept under ``model_config`` for the record.
 
+``gap_features`` records whether the model was built with its GAP-only parameters
+(``flexseg.models.build_model``; False for a run with GAP off and a DeepLabV2 head). Files written
+before the key existed lack it and load as True: their models always carried the projection.
+
 Training checkpoints (``checkpoints/last.pt``) are plain dicts of tensors and Python values,
 written whole (temporary file, then rename) and read with ``weights_only=True``.
 """
@@ -91,6 +95,7 @@ def save_model(
         "model_config": copy.deepcopy(dict(model_cfg)),
         "build_config": build_config(model_cfg, model),
         "state_dict": state,
+        "gap_features": bool(getattr(model, "gap_features", True)),
         "experiment": experiment,
         "seed": int(seed),
         "params": copy.deepcopy(params),
@@ -131,7 +136,9 @@ def load_model(
             f"model file {path} has format version {payload['version']}; this code reads "
             f"version {MODEL_VERSION}"
         )
-    model = build_model(payload["build_config"])
+    model = build_model(
+        payload["build_config"], gap_features=bool(payload.get("gap_features", True))
+    )
     try:
         model.load_state_dict(payload["state_dict"], strict=True)
     except RuntimeError as err:

@@ -350,6 +350,8 @@ class Objective:
                 per_image = images_loss
             seg_total = seg_total + out.weight * seg
             if exp.gap:
+                if out.features is None:
+                    raise ValueError("GAP is on but the model was built without GAP features")
                 gap = gap_loss(
                     out.features.float(),
                     out.labels,
@@ -675,7 +677,7 @@ class Trainer:
 
     def _build_model(self) -> None:
         spec, recipe, device = self.spec, self.recipe, self.device
-        self.model = build_model(spec.model_cfg)
+        self.model = build_model(spec.model_cfg, gap_features=spec.experiment.gap)
         imagenet_model = None
         if recipe.fd.enabled:
             if spec.model_cfg.get("encoder", {}).get("pretrained") is None:

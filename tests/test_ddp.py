@@ -31,7 +31,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, params: dict, data: str, out: str) -> None:
+def _worker(
+    rank: int, world: int, port: int, params: dict, data: str, out: str, projection: bool = False
+) -> None:
     os.environ.update(
         RANK=str(rank),
         LOCAL_RANK=str(rank),
@@ -41,18 +43,20 @@ def _worker(rank: int, world: int, port: int, params: dict, data: str, out: str)
         HF_HUB_OFFLINE="1",
     )
     torch.set_num_threads(1)
+    import flexseg.train
     from flexseg.train import train
 
+    if projection:  # build the GAP-only parameters whatever the experiment says
+        build = flexseg.train.build_model
+        flexseg.train.build_model = lambda cfg, gap_features=True: build(cfg)
     result = train(params, data, Path(out) / "run")
-    torch.save(
-        {
-            "model": result.model.state_dict(),
-            "bank": result.bank.state_dict(),
-            "scores": result.sampler.scores,
-            "generator": result.sampler.generator.get_state(),
-        },
-        Path(out) / f"rank{rank}.pt",
-    )
+    state = {"model": result.model.state_dict()}
+    if result.bank is not None:
+        state["bank"] = result.bank.state_dict()
+    if result.sampler is not None:
+        state["scores"] = result.sampler.scores
+        state["generator"] = result.sampler.generator.get_state()
+    torch.save(state, Path(out) / f"rank{rank}.pt")
     dist.destroy_process_group()
 
 
@@ -151,3 +155,51 @@ def test_epoch_order_shards_are_disjoint() -> None:
     assert draws == set(range(24))
     with pytest.raises(Exception, match="fewer than one iteration"):
         EpochOrder(size=5, batch=3, world=2, seed=0)
+
+
+DLV2_TINY = {
+    "name": "tiny_r",
+    "architecture": "daformer",
+    "encoder": {"type": "resnet", "name": "resnet10t", "pretrained": None},
+    "head": {"type": "deeplabv2", "fusion_dim": 16},
+    "test_scale_factor": 1,
+}
+
+
+def test_deeplabv2_head_with_gap_off_trains_under_ddp(lists, tmp_path) -> None:
+    """GAP off: the DeepLabV2 head's GAP-only projection is not built, so every parameter gets a
+    gradient and DDP (no find_unused_parameters) passes its second iteration; with the
+    projection built (the model of a GAP run) the same training stops there."""
+    params = train_params(seed=0, iterations=3, checkpoint_every=3)
+    params["model"] = dict(DLV2_TINY)
+    params["experiment"] = {
+        "name": "source_only",
+        "data": "combined",
+        "gap": False,
+        "ube": False,
+        "has": False,
+    }
+    mp.spawn(
+        _worker,
+        args=(2, _free_port(), params, str(lists["combined"]), str(tmp_path)),
+        nprocs=2,
+        join=True,
+    )
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert not any("projection" in key for key in r0["model"])
+    for key in r0["model"]:
+        assert torch.equal(r0["model"][key], r1["model"][key]), key
+
+    from flexseg.checkpoint import load_model
+
+    model, _ = load_model(tmp_path / "run" / "model.pt")
+    assert not model.gap_features and model.decode_head.projection is None
+
+    with pytest.raises(Exception, match="finished reduction in the prior iteration"):
+        mp.spawn(
+            _worker,
+            args=(2, _free_port(), params, str(lists["combined"]), str(tmp_path / "old"), True),
+            nprocs=2,
+            join=True,
+        )

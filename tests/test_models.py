@@ -274,6 +274,38 @@ def test_deeplabv2_forward_backward_and_reference() -> None:
         assert model.predict(images).shape == (2, NUM_CLASSES, 64, 64)
 
 
+def test_deeplabv2_without_gap_features_has_no_projection(tmp_path) -> None:
+    """GAP off: no GAP-only parameters (every one gets a gradient, as DDP needs); model.pt
+    records it, and a file without the record (written before it existed) loads with them."""
+    from flexseg.checkpoint import load_model, save_model
+
+    torch.manual_seed(2)
+    model = build_model(DLV2, gap_features=False)
+    assert not model.gap_features and model.decode_head.projection is None
+    images, labels = _batch()
+    (out,) = model.forward_train(images, labels)
+    assert out.features is None
+    F.cross_entropy(out.logits.float(), labels[:, ::8, ::8], ignore_index=255).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    assert build_model(DAFORMER, gap_features=False).gap_features  # its feature feeds the logits
+
+    save_model(tmp_path / "new.pt", model, DLV2, "source_only", 0, {}, "test", 1)
+    loaded, _ = load_model(tmp_path / "new.pt")
+    assert not loaded.gap_features and set(loaded.state_dict()) == set(model.state_dict())
+
+    with_projection = build_model(DLV2)
+    save_model(tmp_path / "old.pt", with_projection, DLV2, "source_only", 0, {}, "test", 1)
+    payload = torch.load(tmp_path / "old.pt", weights_only=True)
+    del payload["gap_features"]
+    torch.save(payload, tmp_path / "old.pt")
+    loaded, _ = load_model(tmp_path / "old.pt")
+    assert loaded.gap_features
+    torch.testing.assert_close(
+        loaded.decode_head.projection.conv.weight,
+        with_projection.decode_head.projection.conv.weight,
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # HRDA
 

@@ -36,12 +36,18 @@ __all__ = [
 ]
 
 
-def build_model(cfg: Mapping[str, Any], num_classes: int = NUM_CLASSES) -> Segmentor:
-    """The Segmentor described by a ``models.<name>`` entry (ConfigError on a bad entry)."""
+def build_model(
+    cfg: Mapping[str, Any], num_classes: int = NUM_CLASSES, gap_features: bool = True
+) -> Segmentor:
+    """The Segmentor described by a ``models.<name>`` entry (ConfigError on a bad entry).
+
+    ``gap_features`` False (a run with GAP off) leaves out the parameters only GAP would train
+    (the DeepLabV2 head's projection), so every parameter gets a gradient, as DDP requires.
+    """
     spec = parse_model_config(cfg)
     where = f"models.{spec.name}" if spec.name else "model"
     encoder = build_encoder(spec.encoder, where=f"{where}.encoder")
-    head = build_head(spec.head, encoder.channels, num_classes)
+    head = build_head(spec.head, encoder.channels, num_classes, gap_features=gap_features)
     if ARCHITECTURES[spec.architecture] is HRDASegmentor:
         attention_head = DAFormerHead(
             in_channels=encoder.channels,

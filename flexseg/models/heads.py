@@ -18,8 +18,10 @@ the concatenated embeddings: HRDA's scale-attention head.
 DeepLabV2 head ("dlv2red"): the sum of parallel 3x3 dilated convolutions (dilations 6 and 12)
 from the last encoder stage straight to class logits, without BN. It has no decoder feature, and
 FLEX-Seg's prototypes are 256-d, so a 256-d projection (1x1 conv + BN + ReLU on the last stage) is
-added as the GAP feature. The projection does not feed the logits: it is trained by the GAP loss
-alone (an unused parameter when GAP is off).
+added as the GAP feature. The projection does not feed the logits: the GAP loss alone trains it,
+so it is built only when GAP is on (``feature_dim=None``: no projection, ``features`` is None).
+With GAP off it would receive no gradient, and DistributedDataParallel (without
+``find_unused_parameters``) stops at the second iteration waiting for its reduction.
 
 Norm layers are named ``bn`` (as mmseg's ConvModule names them), never ``norm``: the optimizer
 gives parameters whose names contain "norm" no weight decay, and DAFormer's decoder BNs keep it.
@@ -37,10 +39,11 @@ from torch import nn
 
 @dataclass
 class HeadOutput:
-    """What a decode head returns: class logits and the decoder feature used by GAP."""
+    """What a decode head returns: class logits and the decoder feature used by GAP (None for a
+    DeepLabV2 head built without its GAP projection)."""
 
     logits: torch.Tensor
-    features: torch.Tensor
+    features: torch.Tensor | None
 
 
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -113,6 +116,8 @@ class DAFormerHead(nn.Module):
 
     # which encoder level sets the output size (and so the output stride)
     output_level = 0
+    # the GAP feature is the bottleneck output, which also feeds the logits
+    gap_features = True
 
     def __init__(
         self,
@@ -157,7 +162,8 @@ class DAFormerHead(nn.Module):
 
 
 class DeepLabV2Head(nn.Module):
-    """Sum of dilated 3x3 classifiers on the last stage, plus a 256-d projection for GAP."""
+    """Sum of dilated 3x3 classifiers on the last stage, plus a 256-d projection for GAP when
+    ``feature_dim`` is not None."""
 
     output_level = -1
 
@@ -166,7 +172,7 @@ class DeepLabV2Head(nn.Module):
         in_channels: Sequence[int],
         num_classes: int,
         dilations: Sequence[int] = (6, 12),
-        feature_dim: int = 256,
+        feature_dim: int | None = 256,
     ) -> None:
         super().__init__()
         if not dilations:
@@ -178,11 +184,16 @@ class DeepLabV2Head(nn.Module):
         )
         for conv in self.classifiers:
             _init_classifier(conv)
-        self.projection = ConvBNReLU(last, feature_dim, 1)
+        self.projection = None if feature_dim is None else ConvBNReLU(last, feature_dim, 1)
+
+    @property
+    def gap_features(self) -> bool:
+        return self.projection is not None
 
     def forward(self, feats: Sequence[torch.Tensor]) -> HeadOutput:
         x = feats[-1]
         logits = self.classifiers[0](x)
         for conv in self.classifiers[1:]:
             logits = logits + conv(x)
-        return HeadOutput(logits=logits, features=self.projection(x))
+        features = None if self.projection is None else self.projection(x)
+        return HeadOutput(logits=logits, features=features)

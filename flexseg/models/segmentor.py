@@ -43,12 +43,13 @@ class SegOutput:
 
     logits: (B, C, h, w) at the head's stride; labels: (B, H, W) long, the labels these logits
     are supervised with (the trainer upsamples the logits to them); weight: the loss weight;
-    features: (B, D, hf, wf), the decoder feature GAP uses; stage_features: the last encoder stage
-    for the ImageNet feature distance, or None when this output takes no part in it.
+    features: (B, D, hf, wf), the decoder feature GAP uses (None when the model was built without
+    GAP features, see ``build_model``); stage_features: the last encoder stage for the ImageNet
+    feature distance, or None when this output takes no part in it.
     """
 
     logits: torch.Tensor
-    features: torch.Tensor
+    features: torch.Tensor | None
     labels: torch.Tensor
     weight: float
     stage_features: torch.Tensor | None
@@ -180,8 +181,10 @@ def build_encoder(spec: EncoderSpec, where: str = "encoder") -> MiTEncoder | Res
 
 
 def build_head(
-    spec: HeadSpec, in_channels: Sequence[int], num_classes: int
+    spec: HeadSpec, in_channels: Sequence[int], num_classes: int, gap_features: bool = True
 ) -> DAFormerHead | DeepLabV2Head:
+    """The decode head; ``gap_features`` False drops the DeepLabV2 head's GAP-only projection
+    (a DAFormer head's GAP feature feeds its logits and is always there)."""
     if spec.type == "daformer":
         return DAFormerHead(
             in_channels=in_channels,
@@ -196,7 +199,7 @@ def build_head(
         in_channels=in_channels,
         num_classes=num_classes,
         dilations=spec.dilations,
-        feature_dim=spec.fusion_dim,
+        feature_dim=spec.fusion_dim if gap_features else None,
     )
 
 
@@ -239,6 +242,11 @@ class Segmentor(nn.Module):
     @property
     def num_classes(self) -> int:
         return int(self.decode_head.num_classes)
+
+    @property
+    def gap_features(self) -> bool:
+        """Whether the training outputs carry GAP features (``build_model``'s ``gap_features``)."""
+        return bool(self.decode_head.gap_features)
 
     def encode_decode(self, images: torch.Tensor) -> tuple[list[torch.Tensor], HeadOutput]:
         feats = self.encoder(images)
