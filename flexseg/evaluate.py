@@ -2,7 +2,8 @@
 interior error (the paper's Fig. 1), and qualitative panels.
 
 ``python -m flexseg.evaluate --params P --checkpoint model.pt --out-dir DIR`` with
-P = {"evaluation": {mode, window, stride, batch_size, scale, boundary_kernel, panels, device},
+P = {"evaluation": {mode, window, stride, batch_size, scale, boundary_kernel, panels, device,
+tf32},
 "dataset": {name, format, root, split, conditions}} writes ``DIR/metrics.json``,
 ``DIR/panels.png`` and ``DIR/panels.npz`` (the panel tiles, for comparisons across runs).
 
@@ -52,6 +53,7 @@ from flexseg.metrics import (
     gt_boundary,
     iou_per_class,
 )
+from flexseg.precision import apply_tf32
 
 
 @dataclass(frozen=True)
@@ -264,6 +266,7 @@ def run(params: Mapping[str, Any], checkpoint: str | Path, out_dir: str | Path) 
         raise ConfigError("--params: dataset.name is missing")
     evaluation = params["evaluation"]
     device = resolve_device(str(evaluation.get("device", "auto")), "evaluation.device")
+    apply_tf32(bool(evaluation.get("tf32", False)))
     model, meta = load_model(checkpoint, map_location=device)
     model.to(device).eval()
     identity = run_identity(meta, str(checkpoint))

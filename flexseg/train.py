@@ -22,7 +22,7 @@ Decisions the paper leaves open:
 * Without HAS, images are drawn in seeded epochs without replacement; the last partial
   iteration of an epoch is dropped (mmseg's ``drop_last``).
 * Mixed precision (``amp`` bf16/fp16) is CUDA-only; asking for AMP on a CPU is an error, not a
-  silent fallback. The losses are computed in float32. The model and images are channels-last
+  silent fallback. TF32 for the float32 work is ``tf32`` (``flexseg.precision``), set either way. The losses are computed in float32. The model and images are channels-last
   on every device.
 * A non-finite loss stops the run at once with an error naming the iteration and the term; the
   step is not taken and no checkpoint is written after it.
@@ -89,6 +89,7 @@ from flexseg.losses import PrototypeBank, boundary_mask, feature_distance, gap_l
 from flexseg.losses.ube import pixel_rows, valid_means
 from flexseg.models import SegOutput, build_model
 from flexseg.models.segmentor import parse_model_config
+from flexseg.precision import apply_tf32
 from flexseg.sampling import HardnessSampler
 from flexseg.schedule import PolyWarmup
 
@@ -183,6 +184,7 @@ class Recipe:
     checkpoint_every: int
     log_every: int
     amp: str
+    tf32: bool
     device: str
     threads: int
     workers: int
@@ -217,6 +219,7 @@ class Recipe:
             checkpoint_every=int(_get(t, "checkpoint_every", w)),
             log_every=int(_get(t, "log_every", w)),
             amp=amp,
+            tf32=bool(_get(t, "tf32", w)),
             device=device,
             threads=int(_get(t, "threads", w)),
             workers=int(_get(t, "workers", w)),
@@ -645,6 +648,7 @@ class Trainer:
                 f"{device}); set training.amp: none"
             )
         self.info = info = setup_distributed(device)
+        apply_tf32(recipe.tf32)
         if device.type == "cuda":
             device = torch.device("cuda", info.local_rank)
             torch.backends.cudnn.benchmark = True

@@ -55,6 +55,7 @@ from flexseg.io import (
     write_label,
 )
 from flexseg.labels import IGNORE_INDEX, NUM_CLASSES, to_onehot20
+from flexseg.precision import apply_tf32
 
 from .jobs import Job, read_jobs
 
@@ -280,6 +281,7 @@ def run_shard(
             progress.close()
             return ShardReport(generated=generated, skipped=skipped, wiped=wiped, manifest=None)
         if components is None:
+            apply_tf32(params["sampler"]["tf32"])
             components = load_components(
                 params["models"],
                 prior_dir=prior,

@@ -44,6 +44,7 @@ def sampler_params(steps: int = 2) -> dict:
         "large_component_px": 100,
         "dtype": "float32",
         "device": "cpu",
+        "tf32": False,
     }
 
 
