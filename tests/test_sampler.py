@@ -20,6 +20,7 @@ from generation.architecture import CONDITIONING_CHANNELS, SD15_SCHEDULER_CONFIG
 from generation.components import (
     TINY_SPEC,
     load_components,
+    place_components,
     random_components,
 )
 from generation.sampler import (
@@ -306,6 +307,32 @@ def test_generate_shapes_mask_and_determinism(tiny_components):
         first.large_mask, large_component_mask(label, SMALL.large_component_px)
     )
     assert first.large_mask[:16, 3:].all() and not first.large_mask[:, :3].any()
+
+
+def test_bfloat16_generation_is_close_to_float32():
+    """Same components, condition, prompt and seed, U-Net / ControlNet / text encoder in bf16
+    (the canvas, DDIM and VAE stay float32) against float32, 4 steps, on the CPU. Measured here
+    (tiny random components, 32 px): mean |image difference| 0.46 of 255 (max 6), final latent
+    off by 2.0 % (relative L2), against 19 of 255 and 120 % between two seeds."""
+    settings = replace(SMALL, steps=4)
+    components = random_components(TINY_SPEC, seed=0)
+    label = to_onehot20(scene_label(32))
+    fp32 = generate(components, label, "road sky car", 3, settings)
+    other_seed = generate(components, label, "road sky car", 4, settings)
+    bf16_components = place_components(components, "cpu", "bfloat16")
+    assert bf16_components.unet.dtype == torch.bfloat16
+    bf16 = generate(bf16_components, label, "road sky car", 3, settings)
+
+    def image_diff(a, b) -> float:
+        return float(np.abs(a.image.astype(np.int16) - b.image.astype(np.int16)).mean())
+
+    def latent_diff(a, b) -> float:
+        return float((a.final_latent - b.final_latent).norm() / a.final_latent.norm())
+
+    assert 0 < image_diff(fp32, bf16) < 2.0
+    assert 0 < latent_diff(fp32, bf16) < 0.05
+    assert image_diff(fp32, bf16) < image_diff(fp32, other_seed) / 10
+    assert latent_diff(fp32, bf16) < latent_diff(fp32, other_seed) / 10
 
 
 def test_large_segments_end_at_the_pass1_latent(tiny_components):
