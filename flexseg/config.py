@@ -245,6 +245,11 @@ def stage_params(config: Mapping[str, Any], stage: str, **wildcards: Any) -> dic
             "source": dataset_entry(c, c["source"]),
             "prompt": c["generation"]["prompt"],
         }
+    if stage == "import_released":
+        return {
+            "released": c["generation"]["released"],
+            "grid_samples": c["generation"]["grid_samples"],
+        }
     if stage == "merge_generated":
         return {
             "expected": c["generation"]["jobs"]["num_images"],

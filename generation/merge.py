@@ -48,6 +48,8 @@ from flexseg.io import (
 )
 from flexseg.labels import CLASS_NAMES, NUM_CLASSES, colorize
 
+from .shard import MANIFEST_COLUMNS
+
 REQUIRED_COLUMNS = (
     "name",
     "image",
@@ -60,6 +62,14 @@ REQUIRED_COLUMNS = (
     "job_id",
 )
 DEFAULT_GRID_SAMPLES = 8
+LEADING_COLUMNS = ("name", "image", "label", "label_map", "condition", "prompt", "rcs_class")
+# The merged manifest: the leading columns, the other shard columns, where each row came from.
+MERGED_COLUMNS = (
+    *LEADING_COLUMNS,
+    *(c for c in MANIFEST_COLUMNS if c not in LEADING_COLUMNS),
+    "shard_manifest",
+    "shard_image",
+)
 
 
 def read_shard_manifest(path: str | Path) -> pd.DataFrame:
@@ -76,10 +86,10 @@ def read_shard_manifest(path: str | Path) -> pd.DataFrame:
     return frame.assign(shard_manifest=str(path))
 
 
-def _place(src: Path, dest: Path) -> None:
+def place_file(src: Path, dest: Path, what: str = "shard file") -> None:
     """Hard-link (else copy) ``src`` to ``dest`` through a temporary name."""
     if not src.is_file():
-        raise DataError(f"shard file not found: {src}")
+        raise DataError(f"{what} not found: {src}")
     if dest.exists() and os.path.samefile(src, dest):
         return
     prefix, suffix = temporary_name(dest)
@@ -120,9 +130,9 @@ def merge_shards(shard_manifests: list[str | Path], out: str | Path, expected: i
     new_images = [images_dir / f"{name}.png" for name in merged["name"]]
     new_labels = [labels_dir / f"{name}_labelTrainIds.png" for name in merged["name"]]
     for src, dest in zip(merged["image"], new_images, strict=True):
-        _place(Path(src), dest)
+        place_file(Path(src), dest)
     for src, dest in zip(merged["label"], new_labels, strict=True):
-        _place(Path(src), dest)
+        place_file(Path(src), dest)
     for folder in (images_dir, labels_dir):
         remove_unlisted(folder, {*new_images, *new_labels})
 
@@ -130,7 +140,7 @@ def merge_shards(shard_manifests: list[str | Path], out: str | Path, expected: i
     merged["image"] = [str(p) for p in new_images]
     merged["label"] = [str(p) for p in new_labels]
     merged["label_map"] = "train_ids"
-    first = ["name", "image", "label", "label_map", "condition", "prompt", "rcs_class"]
+    first = list(LEADING_COLUMNS)
     return merged[first + [c for c in merged.columns if c not in first]]
 
 

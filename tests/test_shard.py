@@ -16,7 +16,7 @@ import torch
 from flexseg.data.readers import list_samples
 from flexseg.io import DataError, read_image, read_label, write_label
 from generation.jobs import Job, write_jobs
-from generation.merge import grid_rows, run_merge
+from generation.merge import MERGED_COLUMNS, grid_rows, run_merge
 from generation.shard import (
     SETTINGS_FILE,
     crop_label,
@@ -294,6 +294,7 @@ def test_merge_links_files_checks_counts_and_draws_a_grid(source, tiny_model_dir
     )
     assert list(merged["job_id"]) == [0, 1, 2, 3, 4]
     on_disk = pd.read_csv(dataset / "manifest.csv", keep_default_na=False)
+    assert tuple(on_disk.columns) == MERGED_COLUMNS  # what generation.released writes too
     for column in (
         "name",
         "image",

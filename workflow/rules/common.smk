@@ -44,6 +44,7 @@ DEMO = config["mode"] == "demo"
 DEMO_WORLD = f"{config['demo']['root']}/world.json"
 SHARDS = [f"{k:03d}" for k in range(config["generation"]["jobs"]["shards"])]
 DEMO_MODEL = "results/generation/demo_model"
+RELEASED = config["generation"]["released"]
 
 
 def cpu_load(wildcards):
@@ -90,6 +91,19 @@ def check_dataset_roots():
 
 
 check_dataset_roots()
+
+
+def check_released_root():
+    """generation.released: its folders must exist now, not when the import job runs."""
+    if RELEASED is None:
+        return
+    for sub in ("images", "labels"):
+        folder = Path(RELEASED["root"]) / sub
+        if not folder.is_dir():
+            raise WorkflowError(f"generation.released.root: folder not found: {folder}")
+
+
+check_released_root()
 
 
 def run_dir(e, m, s):

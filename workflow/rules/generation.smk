@@ -1,4 +1,6 @@
-# Diffusion generation: job table -> (demo: train the tiny generator) -> K shards -> merged set.
+# Diffusion generation: job table -> (demo: train the tiny generator) -> K shards -> merged set;
+# or, with generation.released set, a released DGInStyle set checked and placed as the merged set
+# (then no job table, demo generator or shard is planned).
 # The demo generator's jobs run on one thread: beside a one-thread training job on a 2-core
 # machine, two threads oversubscribe the cores and made the chain 2-4x slower (measured); alone,
 # a second thread gained only 10-40 %.
@@ -135,18 +137,41 @@ rule generate_shard:
         )
 
 
-rule merge_generated:
-    input:
-        expand("results/generation/shards/{shard}/manifest.csv", shard=SHARDS),
-    output:
-        manifest="results/generation/dataset/manifest.csv",
-        grid="results/generation/samples_grid.png",
-    params:
-        p=stage("merge_generated"),
-    log:
-        "logs/generation/merge.log",
-    conda:
-        "../envs/flexseg.yaml"
-    shell:
-        "python -m generation.merge --params {params.p:q} --shards {input} --out {output.manifest} "
-        "--grid {output.grid} > {log} 2>&1"
+if RELEASED:
+
+    rule import_released:
+        input:
+            images=f"{RELEASED['root']}/images",
+            labels=f"{RELEASED['root']}/labels",
+        output:
+            manifest="results/generation/dataset/manifest.csv",
+            grid="results/generation/samples_grid.png",
+        params:
+            p=stage("import_released"),
+        log:
+            "logs/generation/import_released.log",
+        benchmark:
+            "results/benchmarks/generation/import_released.tsv"
+        conda:
+            "../envs/flexseg.yaml"
+        shell:
+            "python -m generation.released --params {params.p:q} --out {output.manifest} "
+            "--grid {output.grid} > {log} 2>&1"
+
+else:
+
+    rule merge_generated:
+        input:
+            expand("results/generation/shards/{shard}/manifest.csv", shard=SHARDS),
+        output:
+            manifest="results/generation/dataset/manifest.csv",
+            grid="results/generation/samples_grid.png",
+        params:
+            p=stage("merge_generated"),
+        log:
+            "logs/generation/merge.log",
+        conda:
+            "../envs/flexseg.yaml"
+        shell:
+            "python -m generation.merge --params {params.p:q} --shards {input} --out {output.manifest} "
+            "--grid {output.grid} > {log} 2>&1"
