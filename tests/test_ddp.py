@@ -170,7 +170,7 @@ def test_deeplabv2_head_with_gap_off_trains_under_ddp(lists, tmp_path) -> None:
     """GAP off: the DeepLabV2 head's GAP-only projection is not built, so every parameter gets a
     gradient and DDP (no find_unused_parameters) passes its second iteration; with the
     projection built (the model of a GAP run) the same training stops there."""
-    params = train_params(seed=0, iterations=3, checkpoint_every=3)
+    params = train_params(seed=0, iterations=2, checkpoint_every=2)
     params["model"] = dict(DLV2_TINY)
     params["experiment"] = {
         "name": "source_only",
