@@ -158,13 +158,30 @@ def _lock_path(folder: Path, gpu: str) -> Path:
     return folder / (re.sub(r"[^A-Za-z0-9_.-]", "_", gpu) + ".lock")
 
 
+def _open_lock_file(path: Path) -> int:
+    """A descriptor of ``path``, created if missing. The open of an existing file never asks
+    for O_CREAT: with fs.protected_regular (systemd's default) the kernel refuses O_CREAT on
+    another user's file in a sticky folder, even when the file exists."""
+    flags = os.O_NOFOLLOW | os.O_CLOEXEC
+    for _ in range(3):
+        try:
+            try:
+                return os.open(path, os.O_RDWR | flags)
+            except PermissionError:  # another user's lock file: a read-only descriptor locks too
+                return os.open(path, os.O_RDONLY | flags)
+        except FileNotFoundError:
+            try:
+                return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | flags, 0o666)
+            except FileExistsError:
+                continue  # another job created it just now: open that one
+        except PermissionError as err:
+            raise GpuError(f"cannot open the GPU lock file {path}: {err}") from err
+    raise GpuError(f"cannot open the GPU lock file {path}: it keeps appearing and vanishing")
+
+
 def _try_lock(path: Path) -> int | None:
     """An open descriptor holding ``path``'s exclusive lock, or None while another holds it."""
-    flags = os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        fd = os.open(path, os.O_RDWR | flags, 0o666)
-    except PermissionError:  # another user's lock file: a read-only descriptor can lock it too
-        fd = os.open(path, os.O_RDONLY | flags)
+    fd = _open_lock_file(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -207,10 +224,14 @@ def claim(
     log: Callable[[str], None] = print,
 ) -> Claim:
     """Lock ``count`` of ``ids`` (the lowest free ones), waiting until that many are free.
-    All or nothing each round: a job needing 4 never sits on 2 while it waits."""
+    All or nothing each round: a job needing 4 never sits on 2 while it waits. A job of several
+    GPUs takes whole GPUs only: CUDA shows a process one MIG instance at most."""
+    if count > 1:
+        ids = whole_gpus(ids)
     if count < 1 or count > len(ids):
         have = f"the ids are {','.join(ids)}" if ids else "no GPU ids were given or found"
-        raise GpuError(f"a job needs {count} GPU(s) but {have}")
+        whole = " (whole GPUs: a multi-GPU job cannot use MIG instances)" if count > 1 else ""
+        raise GpuError(f"a job needs {count} GPU(s) but {have}{whole}")
     _ensure_folder(folder)
     start = time.monotonic()
     told = False
@@ -236,12 +257,19 @@ def claim(
         time.sleep(poll_s)
 
 
+def whole_gpus(ids: Sequence[str]) -> list[str]:
+    """The ids that name a whole GPU (not a MIG instance)."""
+    return [gpu for gpu in ids if not gpu.startswith("MIG-")]
+
+
 def child_environment(ids: Sequence[str], env: Mapping[str, str]) -> dict[str, str]:
-    """The job's environment: its GPUs only, numbered in nvidia-smi's (PCI bus) order unless
-    the caller chose an order."""
+    """The job's environment: its GPUs only. Ids the workflow took from nvidia-smi (or the
+    ``gpus`` key) count in nvidia-smi's PCI bus order, so the job numbers them that way; ids it
+    took from the caller's own CUDA_VISIBLE_DEVICES keep the caller's order."""
     out = dict(env)
+    if "CUDA_VISIBLE_DEVICES" not in env:
+        out.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     out["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
-    out.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     return out
 
 

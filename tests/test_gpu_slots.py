@@ -272,6 +272,41 @@ def test_more_gpus_than_ids_is_an_error(tmp_path):
     assert "needs 4 GPU(s) but the ids are 0,1" in proc.stderr
 
 
+def test_a_multi_gpu_job_takes_whole_gpus_only(tmp_path):
+    mig = ["MIG-aaaa", "0", "MIG-bbbb", "1"]
+    got = gpu_slots.claim(2, mig, tmp_path, log=lambda m: None)
+    try:
+        assert got.ids == ("0", "1")
+    finally:
+        for fd in got.fds:
+            os.close(fd)
+    single = gpu_slots.claim(1, mig, tmp_path, log=lambda m: None)
+    assert single.ids == ("MIG-aaaa",)  # one GPU: a MIG instance is as good as a whole GPU
+    os.close(*single.fds)
+    with pytest.raises(GpuError, match="multi-GPU job cannot use MIG"):
+        gpu_slots.claim(3, mig, tmp_path, log=lambda m: None)
+
+
+def test_the_job_keeps_the_callers_device_order(tmp_path):
+    # ids the workflow read from nvidia-smi are PCI-bus indices; ids it read from the caller's
+    # CUDA_VISIBLE_DEVICES are in the caller's order, which the job must keep
+    found = gpu_slots.child_environment(["1"], {"PATH": "/bin"})
+    assert found == {"PATH": "/bin", "CUDA_VISIBLE_DEVICES": "1", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    given = gpu_slots.child_environment(["3"], {"CUDA_VISIBLE_DEVICES": "2,3"})
+    assert given == {"CUDA_VISIBLE_DEVICES": "3"}
+
+
+def test_lock_files_are_created_once_and_reopened(tmp_path):
+    path = tmp_path / "0.lock"
+    first = gpu_slots._try_lock(path)
+    assert first is not None and path.is_file()
+    assert gpu_slots._try_lock(path) is None  # held: a second open of the same file waits
+    os.close(first)
+    again = gpu_slots._try_lock(path)
+    assert again is not None
+    os.close(again)
+
+
 # ---------------------------------------------------------------------------------------------
 # In the workflow: the limit takes effect in Snakemake, the wrapper is in the commands
 
@@ -394,22 +429,30 @@ def test_auto_finds_the_gpus_nvidia_smi_lists(tmp_path):
     smi = tools / "nvidia-smi"
     smi.write_text(f"#!/bin/sh\ncat <<'EOF'\n{SMI}EOF\n")
     smi.chmod(0o755)
-    overlay = write_overlay(tmp_path, {"training": {"nproc": 4}})
+    overlay = write_overlay(tmp_path, {"training": {"nproc": 2}})
     cmd = [
         *SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "-n",
         "--cores", "8", "results/train/flexseg/tiny/seed0/model.pt", "--configfile", str(overlay),
     ]  # fmt: skip
     env = env_for_jobs(PATH=f"{tools}:/usr/bin:/bin")
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    # nvidia-smi lists 4 usable GPUs (two of them MIG instances): a 4-process training fits.
+    # nvidia-smi lists 4 usable GPUs, two of them MIG instances of GPU 1: a 2-process training
+    # fits on the whole GPUs 0 and 2 ...
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "gpu_slots run --count 4 -- python -m flexseg.train" in proc.stdout
-    # With CUDA_VISIBLE_DEVICES naming 3 of them, it does not, and the error says why.
-    env["CUDA_VISIBLE_DEVICES"] = "0,2,3"
+    assert "gpu_slots run --count 2 -- python -m flexseg.train" in proc.stdout
+    # ... a 4-process one does not (MIG instances do not count for DDP), and the error says why
+    overlay.write_text(yaml.safe_dump({"training": {"nproc": 4}}))
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "training.nproc is 4" in proc.stdout + proc.stderr
-    assert "GPUs 0,2,3" in proc.stdout + proc.stderr
+    assert "MIG instances do not count" in proc.stdout + proc.stderr
+    # With CUDA_VISIBLE_DEVICES naming 1 GPU, 2 processes do not fit either.
+    overlay.write_text(yaml.safe_dump({"training": {"nproc": 2}}))
+    env["CUDA_VISIBLE_DEVICES"] = "2"
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "training.nproc is 2" in proc.stdout + proc.stderr
+    assert "GPUs 2" in proc.stdout + proc.stderr
 
 
 def test_the_slurm_profile_hands_out_no_gpus_of_the_submitting_machine(tmp_path):

@@ -5,7 +5,7 @@
 # drops when the job dies) and sets CUDA_VISIBLE_DEVICES. With no GPUs found (a CPU-only machine,
 # `gpus: 0`) and in a cluster job step (its scheduler gave it its GPUs), gpu_job() adds nothing: the
 # rules run their plain commands, as before.
-from flexseg.gpu_slots import IDS_ENV, GpuError, usable_gpus
+from flexseg.gpu_slots import IDS_ENV, GpuError, usable_gpus, whole_gpus
 
 if workflow.remote_exec:
     GPUS = []
@@ -23,12 +23,15 @@ if GPUS:
     os.environ[IDS_ENV] = ",".join(GPUS)
     GPU_SLOT = "python -m flexseg.gpu_slots run --count {resources.gpu} -- "
     workflow.global_resources.setdefault("gpu", len(GPUS))
-    _usable = min(len(GPUS), workflow.global_resources["gpu"].value)
-    if config["training"]["nproc"] > _usable:
+    _nproc = config["training"]["nproc"]
+    # a DDP job takes whole GPUs (CUDA shows a process one MIG instance at most)
+    _fit = GPUS if _nproc == 1 else whole_gpus(GPUS)
+    _usable = min(len(_fit), workflow.global_resources["gpu"].value)
+    if _nproc > _usable:
         raise WorkflowError(
-            f"training.nproc is {config['training']['nproc']}: each training job needs that many "
-            f"GPUs, but {_usable} can be used here (GPUs {','.join(GPUS)}; set gpus or "
-            "CUDA_VISIBLE_DEVICES, or lower training.nproc)"
+            f"training.nproc is {_nproc}: each training job needs that many "
+            f"GPUs, but {_usable} can be used here (GPUs {','.join(GPUS)}; MIG instances do not "
+            "count for DDP; set gpus or CUDA_VISIBLE_DEVICES, or lower training.nproc)"
         )
 
 
