@@ -75,24 +75,29 @@ def _plain_permissions(path: Path, mode: int) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+def atomic_path(
+    path: str | os.PathLike, suffix: str | None = None, *, clear_stale: bool = True
+) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` when the block succeeds.
 
     The temporary name keeps the final suffix (so writers that pick a format from the extension
     work). On an exception the temporary file is removed and ``path`` is left untouched. The
     temporaries of ``path`` that a killed earlier writer left behind are removed first (each
-    path has one writer at a time, so any that exist are stale).
+    path has one writer at a time, so any that exist are stale); a writer of thousands of files
+    in one folder clears the folder once instead (``clear_stale=False``: no scan per file).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
+    if clear_stale:
+        remove_stale_temporaries(path)
     prefix, tmp_suffix = temporary_name(path, suffix)
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=tmp_suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        _plain_permissions(tmp_path, 0o666)
+        if os.stat(tmp_path).st_nlink == 1:  # a hard link keeps its file's own permissions
+            _plain_permissions(tmp_path, 0o666)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

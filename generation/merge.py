@@ -28,7 +28,6 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,6 @@ from flexseg.io import (
     read_image,
     read_label,
     remove_unlisted,
-    temporary_name,
     write_csv,
 )
 from flexseg.labels import CLASS_NAMES, NUM_CLASSES, colorize
@@ -92,19 +90,13 @@ def place_file(src: Path, dest: Path, what: str = "shard file") -> None:
         raise DataError(f"{what} not found: {src}")
     if dest.exists() and os.path.samefile(src, dest):
         return
-    prefix, suffix = temporary_name(dest)
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=dest.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        tmp_path.unlink()
+    # the caller clears the folder of an earlier run's files (temporaries included) afterwards
+    with atomic_path(dest, clear_stale=False) as tmp:
+        tmp.unlink()
         try:
-            os.link(src, tmp_path)
+            os.link(src, tmp)
         except OSError:
-            shutil.copyfile(src, tmp_path)
-        os.replace(tmp_path, dest)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+            shutil.copyfile(src, tmp)
 
 
 def merge_shards(shard_manifests: list[str | Path], out: str | Path, expected: int) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """Use a generated set released by DGInStyle instead of generating one.
 
-Generating the paper's 10,000 images costs about 25 GPU-hours at half of an H100's bf16 peak
-(recipe_audit.md). DGInStyle released generated sets (dginstyle_generation.md §3), e.g.
+Generating the paper's 10,000 images is estimated (counted FLOPs, recipe_audit.md) at about 25
+GPU-hours at half of an H100's bf16 peak. DGInStyle released generated sets (dginstyle_generation.md §3), e.g.
 ``half_adverse_half_normal``: 7,000 images, 3,000 tagged ``a`` (adverse-weather prompt, not
 night), 1,000 tagged ``n`` (night), 3,000 untagged (no adverse condition); their labels hold 19
 where void was (DGInStyle's one-hot helper rewrote 255 in place before saving). With
