@@ -68,12 +68,12 @@ def main(argv: list[str] | None = None) -> None:
     experiment = config["run"]["experiments"][0]
     model_cfg = stage_params(config, "train", experiment=experiment, model=args.model, seed=0)
     model = build_model(model_cfg["model"]).to(device).eval()
-    factor = float(model_cfg["model"].get("test_scale_factor", 1))
+    factor = float(model_cfg["model"]["test_scale_factor"])
 
     total_images, total_seconds = 0, 0.0
     for dataset in config["evaluation"]["datasets"]:
         params = stage_params(config, "evaluate", dataset=dataset)
-        settings = EvalSettings.from_params(params["evaluation"], factor)
+        settings = EvalSettings.from_params(params["evaluation"], params["scale"], factor)
         size = demo_size(config, dataset)
         warm = synthetic_samples(1, size, seed=1)
         evaluate_samples(model, iter(warm), 1, settings, device, desc=f"warmup {dataset}")

@@ -97,6 +97,8 @@ def bench_sd15(args: argparse.Namespace, device: torch.device) -> None:
         tile_stride=8,
         tile_batch=args.tile_batch,
         large_component_px=int(20000 * (args.sd15_crop / 512) ** 2),
+        dtype=args.dtype,
+        tf32=False,
     )
     for stride in (8, 16):
         for batch in (args.tile_batch, 1):
@@ -115,7 +117,7 @@ def bench_sd15(args: argparse.Namespace, device: torch.device) -> None:
 def bench_demo(args: argparse.Namespace) -> float:
     config = load_config(*args.config)
     crop = config["generation"]["jobs"]["crop_size"]
-    settings = SamplerSettings.from_params(config["generation"]["sampler"])
+    settings = SamplerSettings.from_section(config["generation"]["sampler"])
     prior, controlnet = args.demo_model / "prior", args.demo_model / "controlnet"
     if prior.is_dir() and controlnet.is_dir():
         components = load_components({"kind": "demo"}, prior, controlnet, device="cpu")

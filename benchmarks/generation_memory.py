@@ -38,6 +38,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from live_memory import LiveTensorBytes, parameter_bytes  # noqa: E402
 
+from flexseg.config import Part, read_part  # noqa: E402
 from generation.components import SD15_SPEC, place_components, random_components  # noqa: E402
 from generation.sampler import SamplerSettings, predict_noise  # noqa: E402
 
@@ -49,7 +50,7 @@ HEADROOM_GB = 3.0
 
 def unet_call_peak(components, tiles: int) -> int:
     """Live-tensor peak of one guided call on ``tiles`` 64x64 tiles, inputs made inside."""
-    settings = SamplerSettings()
+    settings = SamplerSettings.from_section(read_part({}, Part("generation.sampler"), "sampler"))
     components.scheduler.set_timesteps(settings.steps)
     t = int(components.scheduler.timesteps[0])
     width = components.text_encoder.config.hidden_size

@@ -65,13 +65,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from live_memory import LiveTensorBytes, parameter_bytes  # noqa: E402
 
-from flexseg.config import load_config, stage_params  # noqa: E402
+from flexseg.config import build, load_config, stage_params  # noqa: E402
 from flexseg.evaluate import EvalSettings  # noqa: E402
 from flexseg.inference import predict_image  # noqa: E402
 from flexseg.labels import to_onehot20  # noqa: E402
+from flexseg.losses import Objective  # noqa: E402
 from flexseg.models import build_model  # noqa: E402
 from flexseg.precision import apply_tf32  # noqa: E402
-from flexseg.train import Experiment, Objective, Recipe  # noqa: E402
+from flexseg.train import Recipe  # noqa: E402
 from generation.components import (  # noqa: E402
     SD15_SPEC,
     TINY_SPEC,
@@ -222,11 +223,11 @@ def train_step_case(
     model = build_model(model_cfg, gap_features=False).to(device).train()
     model = model.to(memory_format=torch.channels_last)
     imagenet = None
-    if recipe.fd.enabled:
+    if recipe.feature_distance.enabled:
         imagenet = copy.deepcopy(model).eval().requires_grad_(False)
     autocast = autocast_for(device, precision)
-    experiment = Experiment(name="source_only", data="source", gap=False, ube=False, has=False)
-    objective = Objective(experiment, recipe, None, imagenet, autocast=autocast)
+    # source_only: plain cross-entropy, no GAP, with the recipe's feature distance
+    objective = Objective(None, None, None, recipe.feature_distance, imagenet, autocast=autocast)
     optimizer = torch.optim.AdamW(
         model.param_groups(recipe.lr, recipe.head_lr_mult, recipe.weight_decay),
         lr=recipe.lr,
@@ -273,9 +274,11 @@ def check_training(device: torch.device, tiny: bool, args: argparse.Namespace) -
         params = stage_params(config, "train", experiment="source_only", model=name, seed=0)
         training = params["training"]
         apply_tf32(args.tf32 or training["tf32"])
-        recipe = Recipe.from_params(training)
+        recipe = build(Recipe, training)
         crop = 64 if tiny else int(training["crop_size"])
-        note(f"training {name}: crop {crop}, batch {recipe.batch_size}, FD {recipe.fd.enabled}")
+        note(
+            f"training {name}: crop {crop}, batch {recipe.batch_size}, FD {recipe.feature_distance.enabled}"
+        )
         speeds = {}
         for precision in PRECISIONS:
             speed, peak, loss = train_step_case(
@@ -333,7 +336,7 @@ def generation_setup(tiny: bool, steps: int) -> tuple[Any, SamplerSettings, int]
     """Random components, the paper sampler settings with ``steps``, the crop size."""
     config = load_config(PAPER_CONFIG)
     sampler = config["generation"]["sampler"]
-    settings = replace(SamplerSettings.from_params(sampler), steps=steps)
+    settings = replace(SamplerSettings.from_section(sampler), steps=steps)
     crop = int(config["generation"]["jobs"]["crop_size"])
     if tiny:
         # 3 x 3 tiles of 8 latents at stride 4 on the 16-latent canvas of a 64 px crop
@@ -446,13 +449,14 @@ def check_generation(device: torch.device, tiny: bool, args: argparse.Namespace)
 def check_evaluation(device: torch.device, tiny: bool, args: argparse.Namespace) -> None:
     torch.backends.cudnn.benchmark = False  # as the evaluation
     config, models = model_configs(tiny)
-    evaluation = stage_params(config, "evaluate", dataset="cityscapes")["evaluation"]
+    params = stage_params(config, "evaluate", dataset="cityscapes")
+    evaluation, scale = params["evaluation"], params["scale"]
     if tiny:  # a 256 x 128 image in 3 windows of 128 (x2 test size, as HRDA's)
-        evaluation = {**evaluation, "scale": [128, 64], "window": 64, "stride": 32}
+        evaluation, scale = {**evaluation, "window": 64, "stride": 32}, [128, 64]
     apply_tf32(args.tf32 or evaluation["tf32"])
     torch.manual_seed(0)
     model = build_model(models["hrda_mitb5"], gap_features=False).to(device).eval()
-    settings = EvalSettings.from_params(evaluation, model.test_scale_factor).inference
+    settings = EvalSettings.from_params(evaluation, scale, model.test_scale_factor).inference
     width, height = (256, 128) if tiny else (2048, 1024)
     rgb = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
     note(

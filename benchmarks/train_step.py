@@ -20,12 +20,11 @@ import time
 import numpy as np
 import torch
 
-from flexseg.config import load_config
+from flexseg.config import build, load_config, stage_params
 from flexseg.labels import NUM_CLASSES
-from flexseg.losses import PrototypeBank
-from flexseg.models import build_model
-from flexseg.models.segmentor import parse_model_config
-from flexseg.train import Experiment, Objective, Recipe
+from flexseg.losses import Objective, PrototypeBank
+from flexseg.models import build_model, parse_model_config
+from flexseg.train import Recipe
 
 
 def street_labels(batch: int, size: int, seed: int) -> torch.Tensor:
@@ -53,18 +52,12 @@ class Stepper:
         torch.manual_seed(0)
         # laid out as the trainer lays it out (channels-last, the images too)
         self.model = build_model(model_cfg).train().to(memory_format=torch.channels_last)
-        experiment = Experiment(
-            name="flexseg" if flexseg else "ce",
-            data="combined",
-            gap=flexseg,
-            ube=flexseg,
-            has=False,
-        )
         bank = None
         if flexseg:
             dim = parse_model_config(model_cfg).head.fusion_dim
             bank = PrototypeBank(NUM_CLASSES, len(recipe.gap.kernels), dim)
-        self.objective = Objective(experiment, recipe, bank)
+        ube, gap = (recipe.ube, recipe.gap) if flexseg else (None, None)
+        self.objective = Objective(ube, gap, bank, recipe.feature_distance)
         self.optimizer = torch.optim.AdamW(
             self.model.param_groups(recipe.lr, recipe.head_lr_mult, recipe.weight_decay),
             lr=recipe.lr,
@@ -93,9 +86,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    config = load_config()
-    model_cfg = {"name": args.model, **config["models"][args.model]}
-    recipe = Recipe.from_params(config["training"])
+    spec = stage_params(load_config(), "train", experiment="flexseg", model=args.model, seed=0)
+    model_cfg, recipe = spec["model"], build(Recipe, spec["training"])
     torch.manual_seed(0)
     images = torch.randn(args.batch, 3, args.size, args.size)
     images = images.contiguous(memory_format=torch.channels_last)

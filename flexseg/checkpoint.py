@@ -61,19 +61,18 @@ class ModelMeta:
 
 
 def build_config(model_cfg: dict[str, Any], model: nn.Module) -> dict[str, Any]:
-    """``model_cfg`` made self-contained: no pretrained source, the encoder's resolved config."""
+    """``model_cfg`` (a validated model entry) made self-contained: no pretrained source, the
+    encoder's resolved config."""
     from flexseg.models.encoders import MIT_CONFIG_FIELDS, MiTEncoder
 
     cfg = copy.deepcopy(dict(model_cfg))
-    encoder_cfg = dict(cfg.get("encoder", {}))
     encoder = getattr(model, "encoder", None)
-    if encoder_cfg.get("pretrained") is not None and isinstance(encoder, MiTEncoder):
+    if cfg["encoder"]["pretrained"] is not None and isinstance(encoder, MiTEncoder):
         resolved = encoder.model.config.to_dict()
-        encoder_cfg["config"] = {
+        cfg["encoder"]["config"] = {
             k: v for k, v in resolved.items() if k in MIT_CONFIG_FIELDS and k != "return_dict"
         }
-    encoder_cfg["pretrained"] = None
-    cfg["encoder"] = encoder_cfg
+    cfg["encoder"]["pretrained"] = None
     return cfg
 
 

@@ -1,19 +1,30 @@
-"""Loading, validating and slicing the pipeline's config.
+"""Loading, validating and slicing the pipeline's config, and building typed settings from it.
 
 One JSON Schema (``workflow/schemas/config.schema.yaml``, split into one file per section and
 joined here) defines every key with its default; unknown keys are errors. Each stage receives
-only its *slice* of the config (``stage_params``), so Snakemake's params trigger reruns exactly
-the stages whose settings changed. The same slicing serves the command-line entry points, which
-accept either ``--params`` (a slice as JSON text or a file) or ``--config`` (the full config).
+only its *slice* of the config (``SLICES``), so Snakemake's params trigger reruns exactly the
+stages whose settings changed. A slice holds what changes a stage's outputs and nothing else:
+execution settings (threads, loader workers, device, log and checkpoint intervals, tile batch)
+reach the commands as plain options (``add_execution_arguments``), from the rules' ``threads:``
+and ``resources:``, and never trigger a rerun.
+
+Every stage command reads its slice through ``read_stage``: the slice is validated against that
+stage's part of the schema (so ``--params`` written by hand is checked too, naming the key) with
+the schema's defaults filled in, and ``build`` turns a validated mapping into the stage's frozen
+dataclasses, field by field after their type hints. Defaults live in the schema alone.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 import json
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jsonschema
 import yaml
@@ -21,6 +32,8 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_DIR = REPO_ROOT / "workflow" / "schemas"
 DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -53,21 +66,35 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_schema(schema_dir: Path = SCHEMA_DIR) -> dict[str, Any]:
+@functools.cache
+def _schema() -> dict[str, Any]:
     """The top-level schema with every ``$ref: <file>`` to a sibling file inlined."""
-    top = read_yaml(schema_dir / "config.schema.yaml")
 
     def inline(node: Any) -> Any:
         if isinstance(node, dict):
             ref = node.get("$ref")
             if isinstance(ref, str) and ref.endswith((".yaml", ".yml")):
-                return inline(read_yaml(schema_dir / ref))
+                return inline(read_yaml(SCHEMA_DIR / ref))
             return {k: inline(v) for k, v in node.items()}
         if isinstance(node, list):
             return [inline(v) for v in node]
         return node
 
-    return inline(top)
+    return inline(read_yaml(SCHEMA_DIR / "config.schema.yaml"))
+
+
+def schema_at(path: str = "") -> dict[str, Any]:
+    """A copy of the schema of the config node at dotted ``path`` (all of it for ""); ``*`` or a
+    ``{wildcard}`` stands for any key of a mapping or any item of a list."""
+    node: Any = _schema()
+    for key in filter(None, path.split(".")):
+        if key in node.get("properties", {}):
+            node = node["properties"][key]
+        elif key == "*" or key.startswith("{"):
+            node = node["items"] if "items" in node else node["additionalProperties"]
+        else:
+            raise KeyError(f"the schema has no key {path!r}")
+    return copy.deepcopy(node)
 
 
 def _with_defaults(validator_class: type) -> type:
@@ -75,77 +102,82 @@ def _with_defaults(validator_class: type) -> type:
 
     def set_defaults(validator, properties, instance, schema):
         if isinstance(instance, dict):
-            for name, subschema in properties.items():
-                if "default" in subschema and name not in instance:
-                    instance[name] = copy.deepcopy(subschema["default"])
+            for name, sub in properties.items():
+                if name in instance:
+                    continue
+                if "default" in sub:
+                    instance[name] = copy.deepcopy(sub["default"])
+                elif _defaulted(sub) and name not in schema.get("required", ()):
+                    instance[name] = {}  # an omitted section takes its keys' defaults
         yield from validate_properties(validator, properties, instance, schema)
 
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
+def _defaulted(schema: Mapping[str, Any]) -> bool:
+    """Whether a node can be left out: it has a default, or it is a section with none required."""
+    return "default" in schema or ("properties" in schema and not schema.get("required"))
+
+
 _Validator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def unshared(node: Any) -> Any:
+    """A copy in which no dict or list appears twice: YAML aliases share them, and filling the
+    defaults into one would fill the others."""
+    if isinstance(node, Mapping):
+        return {k: unshared(v) for k, v in node.items()}
+    if isinstance(node, list | tuple):
+        return [unshared(v) for v in node]
+    return node
+
+
+def check(value: Any, schema: Mapping[str, Any], source: str, prefix: str = "") -> Any:
+    """Validate ``value`` in place against ``schema``, filling defaults; ConfigError naming the
+    key path (after ``prefix``) of each of the first problems."""
+    errors = sorted(_Validator(schema).iter_errors(value), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for err in errors[:10]:
+            key = ".".join([prefix, *map(str, err.absolute_path)] if prefix else err.absolute_path)
+            lines.append(f"  {key or '<top level>'}: {err.message}")
+        raise ConfigError(f"invalid {source}:\n" + "\n".join(lines))
+    return value
 
 
 def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
     """Validate ``config`` in place (filling defaults) and return it; raise ConfigError on the
     first problems found, each naming its key path."""
-    schema = load_schema()
-    validator = _Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = []
-        for err in errors[:10]:
-            key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
-            lines.append(f"  {key}: {err.message}")
-        raise ConfigError(f"invalid {source}:\n" + "\n".join(lines))
+    fresh = unshared(config)
+    config.clear()
+    config.update(fresh)
+    check(config, _schema(), source)
     _check_references(config, source)
     return config
 
 
 def _check_references(config: dict[str, Any], source: str) -> None:
     """Cross-key checks that a schema cannot express: names used in one section exist in another."""
-    run = config["run"]
-    for name in run["experiments"]:
-        if name not in config["experiments"]:
-            raise ConfigError(
-                f"invalid {source}: run.experiments names {name!r}, which is not a key of "
-                f"experiments (known: {sorted(config['experiments'])})"
-            )
-    for name in run["models"]:
-        if name not in config["models"]:
-            raise ConfigError(
-                f"invalid {source}: run.models names {name!r}, which is not a key of models "
-                f"(known: {sorted(config['models'])})"
-            )
-    for name in config["evaluation"]["datasets"]:
-        if name not in config["datasets"]:
-            raise ConfigError(
-                f"invalid {source}: evaluation.datasets names {name!r}, which is not a key of "
-                f"datasets (known: {sorted(config['datasets'])})"
-            )
-    for name in config["tables"].get("compare_panels", []):
-        if name not in config["experiments"]:
-            raise ConfigError(
-                f"invalid {source}: tables.compare_panels names {name!r}, which is not a key of "
-                f"experiments (known: {sorted(config['experiments'])})"
-            )
-    for name in config["run"].get("ablations", {}).get("experiments", []):
-        if name not in config["experiments"]:
-            raise ConfigError(f"invalid {source}: run.ablations.experiments names unknown {name!r}")
-    for name in config["run"].get("ablations", {}).get("models", []):
-        if name not in config["models"]:
-            raise ConfigError(f"invalid {source}: run.ablations.models names unknown {name!r}")
-    training_schema = load_schema()["properties"]["training"]
+    run, abl = config["run"], config["run"]["ablations"]
+    for where, names, section in (
+        ("run.experiments", run["experiments"], "experiments"),
+        ("run.models", run["models"], "models"),
+        ("evaluation.datasets", config["evaluation"]["datasets"], "datasets"),
+        ("tables.compare_panels", config["tables"]["compare_panels"], "experiments"),
+        ("run.ablations.experiments", abl["experiments"], "experiments"),
+        ("run.ablations.models", abl["models"], "models"),
+        ("source", [config["source"]], "datasets"),
+    ):
+        for name in names:
+            if name not in config[section]:
+                raise ConfigError(
+                    f"invalid {source}: {where} names {name!r}, which is not a key of {section} "
+                    f"(known: {sorted(config[section])})"
+                )
+    training_schema = schema_at("training")
     for name, model in config["models"].items():
-        merged = deep_merge(config["training"], model.get("training", {}))
-        errors = list(jsonschema.Draft202012Validator(training_schema).iter_errors(merged))
-        if errors:
-            key = ".".join(str(p) for p in errors[0].absolute_path) or "<section>"
-            raise ConfigError(
-                f"invalid {source}: models.{name}.training.{key}: {errors[0].message}"
-            )
-    if config["source"] not in config["datasets"]:
-        raise ConfigError(f"invalid {source}: source {config['source']!r} is not a key of datasets")
+        merged = deep_merge(config["training"], model["training"])
+        check(merged, training_schema, source, prefix=f"models.{name}.training")
     _check_quality(config, source)
 
 
@@ -186,15 +218,9 @@ def load_config(*paths: str | Path, overrides: Mapping[str, Any] | None = None) 
 
 def training_runs(config: Mapping[str, Any]) -> list[tuple[str, str, int]]:
     """(experiment, model, seed) of every training run: the main grid, then Table 2's ablations."""
-    r = config["run"]
+    r, abl = config["run"], config["run"]["ablations"]
     grid = [(e, m, s) for e in r["experiments"] for m in r["models"] for s in r["seeds"]]
-    abl = r.get("ablations", {})
-    extra = [
-        (e, m, s)
-        for e in abl.get("experiments", [])
-        for m in abl.get("models", [])
-        for s in r["seeds"]
-    ]
+    extra = [(e, m, s) for e in abl["experiments"] for m in abl["models"] for s in r["seeds"]]
     return grid + [run for run in extra if run not in grid]
 
 
@@ -211,85 +237,164 @@ def quality_run(config: Mapping[str, Any]) -> tuple[str, str, int] | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Stage slices. Each returns plain JSON-able data; nothing outside the slice reaches the stage.
+# Stage slices: each key of a slice is a node of the config; its schema is that node's schema.
 
 
-def dataset_entry(config: Mapping[str, Any], name: str) -> dict[str, Any]:
-    return {"name": name, **config["datasets"][name]}
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """The config node at dotted ``path`` (``{name}``: from the wildcards and ``source``) with
+    ``merge`` (a model's training overrides) merged over it, less the ``drop`` keys; ``named``
+    adds the path's last key as ``name``."""
+
+    path: str
+    drop: tuple[str, ...] = ()
+    named: bool = False
+    merge: str | None = None
+
+    def value(self, config: Mapping[str, Any], names: Mapping[str, Any]) -> Any:
+        value = _lookup(config, self.path.format(**names))
+        if self.merge is not None:
+            value = deep_merge(value, _lookup(config, self.merge.format(**names)))
+        if isinstance(value, Mapping):
+            value = {k: copy.deepcopy(v) for k, v in value.items() if k not in self.drop}
+            if self.named:
+                value = {"name": self.path.format(**names).split(".")[-1], **value}
+        return value
+
+    def schema(self) -> dict[str, Any]:
+        node = schema_at(self.path)
+        for key in self.drop:
+            node["properties"].pop(key)
+        if self.drop and "required" in node:
+            node["required"] = [k for k in node["required"] if k not in self.drop]
+        if self.named:
+            node["properties"]["name"] = {"type": "string", "minLength": 1}
+        return node
+
+
+class Seed:
+    """The run's seed (a wildcard) with the schema of ``run.seeds``' items."""
+
+    def value(self, config: Mapping[str, Any], names: Mapping[str, Any]) -> int:
+        return int(names["seed"])
+
+    def schema(self) -> dict[str, Any]:
+        return schema_at("run.seeds.*")
+
+
+def _lookup(config: Mapping[str, Any], path: str) -> Any:
+    node: Any = config
+    for key in path.split("."):
+        if not isinstance(node, Mapping) or key not in node:
+            raise ConfigError(f"the config has no {path}")
+        node = node[key]
+    return node
+
+
+# Entries read on their own too (``read_part``): a model (from a checkpoint), a dataset.
+MODEL_ENTRY = Part("models.{model}", named=True)
+DATASET_ENTRY = Part("datasets.{dataset}", named=True)
+SOURCE_ENTRY = Part("datasets.{source}", named=True)
+
+# Settings that change no output: not in any slice, they reach the commands as options.
+TRAIN_EXECUTION = ("threads", "workers", "device", "log_every", "checkpoint_every")
+EXECUTION: dict[str, tuple[str, ...]] = {
+    "train": tuple(f"training.{key}" for key in TRAIN_EXECUTION),
+    "evaluate": ("evaluation.device",),
+    "quality": ("evaluation.device",),
+    "generate": ("generation.sampler.tile_batch", "generation.sampler.device"),
+}
+
+SLICES: dict[str, dict[str, Part | Seed]] = {
+    # The prior's captions use the generation prompt's template and condition words.
+    "render_demo": {"demo": Part("demo"), "prompt": Part("generation.prompt")},
+    # Not rcs.workers (the rule's threads): the process count does not change the statistics.
+    "class_stats": {"source": SOURCE_ENTRY},
+    "rcs_subset": {"rcs": Part("rcs", drop=("workers",))},
+    # Not jobs.shards: how the table is split later does not change it.
+    "generation_jobs": {
+        "rcs": Part("rcs", drop=("workers", "subset_size", "seed")),
+        "jobs": Part("generation.jobs", drop=("shards",)),
+        "prompt": Part("generation.prompt"),
+    },
+    "demo_generator": {"demo_generator": Part("generation.demo_generator")},
+    # Not tile_batch (tiles per call give the same images) nor device.
+    "generate": {
+        "models": Part("generation.models"),
+        "sampler": Part("generation.sampler", drop=("tile_batch", "device")),
+    },
+    "merge_generated": {
+        "expected": Part("generation.jobs.num_images"),
+        "grid_samples": Part("generation.grid_samples"),
+    },
+    "import_released": {
+        "released": Part("generation.released"),
+        "grid_samples": Part("generation.grid_samples"),
+    },
+    "combine": {"source": SOURCE_ENTRY},
+    # Not the experiment's label (a display name: the tables' slice has it). nproc is a setting:
+    # it multiplies the global batch.
+    "train": {
+        "experiment": Part("experiments.{experiment}", drop=("label",), named=True),
+        "model": Part("models.{model}", drop=("training",), named=True),
+        "training": Part(
+            "training", drop=(*TRAIN_EXECUTION, "nproc"), merge="models.{model}.training"
+        ),
+        "nproc": Part("training.nproc"),
+        "seed": Seed(),
+    },
+    "evaluate": {
+        "evaluation": Part("evaluation", drop=("datasets", "scales", "device")),
+        "scale": Part("evaluation.scales.{dataset}"),
+        "dataset": DATASET_ENTRY,
+    },
+    # Not the evaluation's mode, window, stride or batch size: generated crops are fed whole
+    # (flexseg.quality); its Eq. 1 kernel keeps the split comparable with the evaluation's.
+    "quality": {
+        "panels": Part("quality.panels"),
+        "boundary_kernel": Part("evaluation.boundary_kernel"),
+    },
+    "tables": {
+        "tables": Part("tables", drop=("compare_panels",)),
+        "experiments": Part("experiments"),
+    },
+}
 
 
 def stage_params(config: Mapping[str, Any], stage: str, **wildcards: Any) -> dict[str, Any]:
     """The part of ``config`` that stage ``stage`` reads (wildcards select a run or dataset)."""
-    c = config
-    if stage == "render_demo":
-        # The prior's captions use the generation prompt's template and condition words.
-        return {"demo": c["demo"], "prompt": c["generation"]["prompt"]}
-    if stage == "class_stats":
-        # Not rcs.workers (passed as the rule's threads): the process count does not change the stats.
-        return {"source": dataset_entry(c, c["source"])}
-    if stage == "rcs_subset":
-        # Not rcs.workers: the process count does not change the subset.
-        keys = ("temperature", "min_pixels", "subset_size", "seed")
-        return {"rcs": {k: c["rcs"][k] for k in keys}}
-    if stage == "generation_jobs":
-        # Not jobs.shards: how the table is split later does not change it.
-        jobs = {k: v for k, v in c["generation"]["jobs"].items() if k != "shards"}
-        rcs = {k: c["rcs"][k] for k in ("temperature", "min_pixels")}
-        return {"rcs": rcs, "jobs": jobs, "prompt": c["generation"]["prompt"]}
-    if stage == "demo_generator":
-        return {"demo_generator": c["generation"]["demo_generator"], "demo": c["demo"]}
-    if stage == "generate":
-        return {
-            "models": c["generation"]["models"],
-            "sampler": c["generation"]["sampler"],
-            "source": dataset_entry(c, c["source"]),
-            "prompt": c["generation"]["prompt"],
-        }
-    if stage == "import_released":
-        return {
-            "released": c["generation"]["released"],
-            "grid_samples": c["generation"]["grid_samples"],
-        }
-    if stage == "merge_generated":
-        return {
-            "expected": c["generation"]["jobs"]["num_images"],
-            "grid_samples": c["generation"]["grid_samples"],
-        }
-    if stage == "combine":
-        return {"source": dataset_entry(c, c["source"])}
-    if stage == "train":
-        exp = wildcards["experiment"]
-        model = wildcards["model"]
-        model_cfg = {k: v for k, v in c["models"][model].items() if k != "training"}
-        return {
-            "experiment": {"name": exp, **c["experiments"][exp]},
-            "model": {"name": model, **model_cfg},
-            "training": deep_merge(c["training"], c["models"][model].get("training", {})),
-            "seed": int(wildcards["seed"]),
-        }
-    if stage == "evaluate":
-        name = wildcards["dataset"]
-        evaluation = {k: v for k, v in c["evaluation"].items() if k not in ("datasets", "scales")}
-        if name not in c["evaluation"]["scales"]:
-            raise ConfigError(f"evaluation.scales has no entry for dataset {name!r}")
-        evaluation["scale"] = c["evaluation"]["scales"][name]
-        return {"evaluation": evaluation, "dataset": dataset_entry(c, name)}
-    if stage == "quality":
-        # Not the evaluation's mode, window, stride or batch size: generated crops are fed whole
-        # (flexseg.quality); its Eq. 1 kernel keeps the split comparable with the evaluation's.
-        evaluation = c["evaluation"]
-        return {
-            "panels": c["quality"]["panels"],
-            "boundary_kernel": evaluation["boundary_kernel"],
-            "device": evaluation["device"],
-        }
-    if stage == "tables":
-        tables = {k: v for k, v in c["tables"].items() if k != "compare_panels"}
-        return {"tables": tables, "experiments": c["experiments"]}
-    if stage == "compare_panels":
-        names = c["tables"]["compare_panels"]
-        return {"titles": [c["experiments"][e].get("label", e) for e in names]}
-    raise KeyError(f"unknown stage {stage!r}")
+    if stage not in SLICES:
+        raise KeyError(f"unknown stage {stage!r}")
+    names = {"source": config["source"], **wildcards}
+    return {key: part.value(config, names) for key, part in SLICES[stage].items()}
+
+
+def _object(parts: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """The schema of a mapping of exactly ``parts`` (those without a default required)."""
+    required = [key for key, schema in parts.items() if not _defaulted(schema)]
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": required,
+        "properties": dict(parts),
+    }
+
+
+@functools.cache
+def stage_schema(stage: str) -> dict[str, Any]:
+    """The schema of a stage's slice: the schemas of its parts' config nodes (do not modify)."""
+    return _object({key: part.schema() for key, part in SLICES[stage].items()})
+
+
+def read_stage(params: Mapping[str, Any], stage: str) -> dict[str, Any]:
+    """A stage's slice validated against its schema, with the schema's defaults filled in."""
+    return check(unshared(params), stage_schema(stage), f"{stage} params")
+
+
+def read_part(value: Any, part: Part, where: str) -> Any:
+    """A copy of one config node (e.g. a ``datasets`` entry) validated against ``part``'s schema,
+    defaults filled; errors name the keys after ``where`` (e.g. ``datasets.gta``)."""
+    return check(unshared(value), part.schema(), where, prefix=where)
 
 
 def params_json(config: Mapping[str, Any], stage: str, **wildcards: Any) -> str:
@@ -297,6 +402,81 @@ def params_json(config: Mapping[str, Any], stage: str, **wildcards: Any) -> str:
     return json.dumps(
         stage_params(config, stage, **wildcards), sort_keys=True, separators=(",", ":")
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed settings
+
+
+def build(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
+    """The frozen dataclass ``cls`` from a validated mapping, converted after the type hints
+    (nested dataclasses, tuples, ``X | None``, ``dict[str, X]``, float). A field marked
+    ``flat`` is a dataclass filled from keys of the same mapping. A key with no field is an
+    error: the schema and the dataclass must list the same settings."""
+    hints = typing.get_type_hints(cls)
+    kwargs, used = {}, set()
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("flat"):
+            sub = {g.name for g in dataclasses.fields(hints[f.name])}
+            kwargs[f.name] = build(
+                hints[f.name], {k: v for k, v in data.items() if k in sub}, where
+            )
+            used |= sub
+        elif f.name in data:
+            kwargs[f.name] = _convert(hints[f.name], data[f.name], f"{where}.{f.name}".lstrip("."))
+            used.add(f.name)
+    unknown = sorted(set(data) - used)
+    if unknown:
+        raise ConfigError(f"{where or cls.__name__}: {cls.__name__} has no setting {unknown}")
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return None if value is None else _convert(inner[0], value, where)
+    if origin is tuple:
+        items = args[:1] * len(value) if args[-1:] == (Ellipsis,) else args
+        return tuple(_convert(a, v, where) for a, v in zip(items, value, strict=True))
+    if origin is dict and dataclasses.is_dataclass(args[1]):
+        # Entries by name (experiments, datasets) get their key as ``name``.
+        return {k: build(args[1], {"name": k, **v}, f"{where}.{k}") for k, v in value.items()}
+    if tp is float:
+        return float(value)
+    return copy.deepcopy(value)
+
+
+def flat() -> Any:
+    """A ``build`` field whose dataclass is filled from keys of the enclosing mapping."""
+    return dataclasses.field(metadata={"flat": True})
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """An entry of ``experiments``: what a run trains on and which FLEX-Seg parts are on."""
+
+    name: str
+    data: str
+    gap: bool
+    ube: bool
+    has: bool
+    label: str | None = None  # not in the training slice (a display name)
+
+    @property
+    def title(self) -> str:
+        """The label, or the experiment's name when it has none."""
+        return self.label or self.name
+
+
+def experiment_titles(config: Mapping[str, Any], names: list[str]) -> list[str]:
+    return [build(Experiment, {"name": n, **config["experiments"][n]}).title for n in names]
+
+
+# ---------------------------------------------------------------------------------------------
+# Command lines
 
 
 def read_params(text_or_path: str) -> dict[str, Any]:
@@ -333,6 +513,40 @@ def add_params_arguments(parser: Any) -> None:
 
 
 def params_from_args(args: Any, stage: str, **wildcards: Any) -> dict[str, Any]:
+    """The stage's validated slice from ``--params`` or ``--config``."""
     if args.params is not None:
-        return read_params(args.params)
-    return stage_params(load_config(*args.config), stage, **wildcards)
+        return read_stage(read_params(args.params), stage)
+    return read_stage(stage_params(load_config(*args.config), stage, **wildcards), stage)
+
+
+def add_execution_arguments(parser: Any, stage: str) -> None:
+    """An option ``--key`` per execution setting of ``stage`` (``EXECUTION``); unset, it takes
+    the value of ``--config`` or the schema's default."""
+    for path in EXECUTION[stage]:
+        key, node = path.rsplit(".", 1)[-1], schema_at(path)
+        parser.add_argument(
+            f"--{key.replace('_', '-')}",
+            type=int if node.get("type") == "integer" else str,
+            dest=key,
+            help=f"config {path} (default {node['default']}); changes no output",
+        )
+
+
+def read_execution(stage: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The execution settings of ``stage`` by key (``threads``, ``device``, ...), checked against
+    the schema; the schema's default for those not given."""
+    parts = {path.rsplit(".", 1)[-1]: schema_at(path) for path in EXECUTION[stage]}
+    return check(unshared(values), _object(parts), f"{stage} options")
+
+
+def execution_values(config: Mapping[str, Any], stage: str) -> dict[str, Any]:
+    """The execution settings of ``stage`` in a full config, by key."""
+    return {path.rsplit(".", 1)[-1]: _lookup(config, path) for path in EXECUTION[stage]}
+
+
+def execution_from_args(args: Any, stage: str) -> dict[str, Any]:
+    """The execution settings given as options, else from ``--config``, else the defaults."""
+    keys = [path.rsplit(".", 1)[-1] for path in EXECUTION[stage]]
+    values = execution_values(load_config(*args.config), stage) if args.params is None else {}
+    values.update({k: getattr(args, k) for k in keys if getattr(args, k) is not None})
+    return read_execution(stage, values)

@@ -1,10 +1,9 @@
 """Evaluate one trained run on one dataset: mIoU, per-class IoU, per-condition mIoU, boundary vs
 interior error (the paper's Fig. 1), and qualitative panels.
 
-``python -m flexseg.evaluate --params P --checkpoint model.pt --out-dir DIR`` with
-P = {"evaluation": {mode, window, stride, batch_size, scale, boundary_kernel, panels, device,
-tf32},
-"dataset": {name, format, root, split, conditions}} writes ``DIR/metrics.json``,
+``python -m flexseg.evaluate --params P --checkpoint model.pt --out-dir DIR [--device D]`` with
+P = {"evaluation": {mode, window, stride, batch_size, boundary_kernel, panels, tf32}, "scale":
+[long, short], "dataset": {name, format, root, split, conditions}} writes ``DIR/metrics.json``,
 ``DIR/panels.png`` and ``DIR/panels.npz`` (the panel tiles, for comparisons across runs).
 
 The protocol is DAFormer/HRDA's single-scale test (``flexseg.inference``: keep-ratio resize
@@ -40,7 +39,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from flexseg.config import ConfigError, add_params_arguments, params_from_args
+from flexseg.config import (
+    ConfigError,
+    add_execution_arguments,
+    add_params_arguments,
+    execution_from_args,
+    params_from_args,
+    read_stage,
+)
 from flexseg.device import resolve_device
 from flexseg.figures import PanelTiles, panel_tiles, save_tiles, tiles_row, write_panels
 from flexseg.inference import InferenceSettings, Predictor, predict_image
@@ -58,41 +64,28 @@ from flexseg.precision import apply_tf32
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """The ``evaluation`` slice of one (run, dataset) job."""
+    """The ``evaluation`` slice of one (run, dataset) job, with the model's test scale factor."""
 
     inference: InferenceSettings
     boundary_kernel: int
     panels: int
-    device: str
 
     @classmethod
-    def from_params(cls, evaluation: Mapping[str, Any], scale_factor: float) -> EvalSettings:
-        try:
-            scale = evaluation["scale"]
-            # Windows grow with the test size: HRDA (factor 2) slides 1024 / 512 over its 2x
-            # images where DAFormer slides 512 / 256, as in HRDA's own test mode.
-            inference = InferenceSettings(
-                mode=str(evaluation.get("mode", "slide")),
-                window=round(int(evaluation.get("window", 512)) * float(scale_factor)),
-                stride=round(int(evaluation.get("stride", 256)) * float(scale_factor)),
-                batch_size=int(evaluation.get("batch_size", 8)),
-                scale=(int(scale[0]), int(scale[1])),
-                scale_factor=float(scale_factor),
-            )
-        except KeyError as err:
-            raise ConfigError(f"evaluation params: missing key {err.args[0]!r}") from None
-        except (TypeError, IndexError, ValueError) as err:
-            raise ConfigError(f"evaluation params: {err}") from err
-        kernel = int(evaluation.get("boundary_kernel", 5))
-        if kernel < 1 or kernel % 2 == 0:
-            raise ConfigError(f"evaluation.boundary_kernel must be odd and >= 1, got {kernel}")
-        panels = int(evaluation.get("panels", 3))
-        if panels < 0:
-            raise ConfigError(f"evaluation.panels must be >= 0, got {panels}")
-        device = str(evaluation.get("device", "auto"))
-        if device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"evaluation.device must be auto, cpu or cuda, got {device!r}")
-        return cls(inference=inference, boundary_kernel=kernel, panels=panels, device=device)
+    def from_params(
+        cls, evaluation: Mapping[str, Any], scale: Sequence[int], scale_factor: float
+    ) -> EvalSettings:
+        """From a validated slice's ``evaluation`` and ``scale``. Windows grow with the test
+        size: HRDA (factor 2) slides 1024 / 512 over its 2x images where DAFormer slides
+        512 / 256, as in HRDA's own test mode."""
+        inference = InferenceSettings(
+            mode=evaluation["mode"],
+            window=round(evaluation["window"] * scale_factor),
+            stride=round(evaluation["stride"] * scale_factor),
+            batch_size=evaluation["batch_size"],
+            scale=(scale[0], scale[1]),
+            scale_factor=float(scale_factor),
+        )
+        return cls(inference, evaluation["boundary_kernel"], evaluation["panels"])
 
 
 @dataclass
@@ -194,23 +187,10 @@ def _finite(value: float) -> float | None:
 
 def run_identity(meta: Any, checkpoint: str) -> tuple[str, str, int]:
     """(experiment, model, seed) recorded in a checkpoint's ``ModelMeta``."""
-    experiment = getattr(meta, "experiment", None)
-    model = getattr(meta, "model", None)
-    seed = getattr(meta, "seed", None)
-    for key, value in (("experiment", experiment), ("model", model)):
-        if not isinstance(value, str) or not value:
-            raise DataError(f"checkpoint {checkpoint}: no {key} name recorded (got {value!r})")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise DataError(f"checkpoint {checkpoint}: seed must be an integer, got {seed!r}")
-    return experiment, model, seed
-
-
-def scale_factor_of(model: Any, meta: Any) -> float:
-    """The model's test_scale_factor (HRDA tests at 2x DAFormer's sizes), 1 when not recorded."""
-    config = getattr(meta, "model_config", None)
-    if isinstance(config, Mapping) and "test_scale_factor" in config:
-        return float(config["test_scale_factor"])
-    return float(getattr(model, "test_scale_factor", 1.0))
+    for key in ("experiment", "model"):
+        if not getattr(meta, key):
+            raise DataError(f"checkpoint {checkpoint}: no {key} name recorded")
+    return meta.experiment, meta.model, meta.seed
 
 
 def metrics_record(
@@ -253,28 +233,28 @@ def metrics_record(
     }
 
 
-def run(params: Mapping[str, Any], checkpoint: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """Evaluate ``checkpoint`` on the dataset of ``params``; write metrics.json and panels.png."""
+def run(
+    params: Mapping[str, Any], checkpoint: str | Path, out_dir: str | Path, device: str = "auto"
+) -> dict[str, Any]:
+    """Evaluate ``checkpoint`` on the dataset of ``params`` (the ``evaluate`` slice) on
+    ``device`` (auto, cpu, cuda); write metrics.json, panels.png and panels.npz."""
     from flexseg.checkpoint import load_model
     from flexseg.data.readers import list_samples, load_sample
 
-    for key in ("evaluation", "dataset"):
-        if key not in params:
-            raise ConfigError(f"--params: missing key {key!r} (expected evaluation and dataset)")
-    entry = dict(params["dataset"])
-    if "name" not in entry:
-        raise ConfigError("--params: dataset.name is missing")
-    evaluation = params["evaluation"]
-    device = resolve_device(str(evaluation.get("device", "auto")), "evaluation.device")
-    apply_tf32(bool(evaluation.get("tf32", False)))
+    params = read_stage(params, "evaluate")
+    entry = params["dataset"]
+    device = resolve_device(device, "evaluation.device")
+    apply_tf32(params["evaluation"]["tf32"])
     model, meta = load_model(checkpoint, map_location=device)
     model.to(device).eval()
     identity = run_identity(meta, str(checkpoint))
-    settings = EvalSettings.from_params(evaluation, scale_factor_of(model, meta))
+    settings = EvalSettings.from_params(
+        params["evaluation"], params["scale"], model.test_scale_factor
+    )
 
     refs = list_samples(entry)
     if not refs:
-        raise DataError(f"dataset {entry['name']!r}: no images under {entry.get('root')}")
+        raise DataError(f"dataset {entry['name']!r}: no images under {entry['root']}")
 
     def load(ref: Any) -> Sample:
         rgb, label = load_sample(ref)
@@ -315,6 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, help="CPU threads for torch (default: torch's own choice)"
     )
+    add_execution_arguments(parser, "evaluate")
     args = parser.parse_args(argv)
     if args.threads is not None:
         if args.threads < 1:
@@ -324,7 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--config needs --dataset")
     try:
         params = params_from_args(args, "evaluate", dataset=args.dataset)
-        run(params, args.checkpoint, args.out_dir)
+        device = execution_from_args(args, "evaluate")["device"]
+        run(params, args.checkpoint, args.out_dir, device)
     except (DataError, ConfigError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

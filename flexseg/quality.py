@@ -11,7 +11,8 @@ itself: FLEX-Seg's premise is that generated images follow their layouts except 
         [--reference results/evaluate/source_only/<model>/seed<s>/source_val/metrics.json] \\
         --out-csv results/generation/quality.csv --figure results/generation/quality.png
 
-with P = {panels, boundary_kernel, device} (``flexseg.config.stage_params(config, "quality")``).
+with P = {panels, boundary_kernel} (``flexseg.config.stage_params(config, "quality")``); the
+device is an option (``--device``), not a param.
 
 ``score`` predicts every image of the set (``flexseg.data.readers``, format ``generated``, each
 image's condition from the manifest) and sums, per group (the whole set and each condition), the
@@ -69,7 +70,15 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from flexseg.config import ConfigError, add_params_arguments, params_from_args
+from flexseg.config import (
+    ConfigError,
+    add_execution_arguments,
+    add_params_arguments,
+    build,
+    execution_from_args,
+    params_from_args,
+    read_stage,
+)
 from flexseg.figures import PanelTiles, hconcat, load_tiles, panel_tiles, save_tiles
 from flexseg.inference import InferenceSettings, Predictor, predict_image
 from flexseg.io import DataError, atomic_path, git_revision, write_csv, write_json
@@ -109,25 +118,6 @@ class QualitySettings:
 
     panels: int
     boundary_kernel: int
-    device: str
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> QualitySettings:
-        missing = [k for k in ("panels", "boundary_kernel", "device") if k not in params]
-        if missing:
-            raise ConfigError(f"quality params: missing key(s) {missing}")
-        kernel, panels = params["boundary_kernel"], params["panels"]
-        if not isinstance(kernel, int) or kernel < 1 or kernel % 2 == 0:
-            raise ConfigError(
-                f"quality params: boundary_kernel must be odd and >= 1, got {kernel!r}"
-            )
-        if not isinstance(panels, int) or panels < 0:
-            raise ConfigError(f"quality params: panels must be an integer >= 0, got {panels!r}")
-        if params["device"] not in ("auto", "cpu", "cuda"):
-            raise ConfigError(
-                f"quality params: device must be auto, cpu or cuda, got {params['device']!r}"
-            )
-        return cls(panels=panels, boundary_kernel=kernel, device=str(params["device"]))
 
 
 @dataclass
@@ -375,16 +365,20 @@ def checked_source_only(meta: Any, checkpoint: str) -> Sequence[int] | None:
 
 
 def score(
-    params: Mapping[str, Any], manifest: str | Path, checkpoint: str | Path, out_dir: str | Path
+    params: Mapping[str, Any],
+    manifest: str | Path,
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    device: str = "auto",
 ) -> dict[str, Any]:
-    """Score the generated set of ``manifest`` with ``checkpoint``; write ``scores.json`` and
-    ``panels.npz`` under ``out_dir`` and return the scores record."""
+    """Score the generated set of ``manifest`` with ``checkpoint`` on ``device`` (auto, cpu,
+    cuda); write ``scores.json`` and ``panels.npz`` under ``out_dir`` and return the record."""
     from flexseg.checkpoint import load_model
     from flexseg.data.readers import list_samples, load_sample
     from flexseg.device import resolve_device
     from flexseg.evaluate import Sample, prefetch, run_identity
 
-    settings = QualitySettings.from_params(params)
+    settings = build(QualitySettings, read_stage(params, "quality"))
     manifest = Path(manifest)
     if manifest.name != "manifest.csv" or not manifest.is_file():
         raise DataError(
@@ -393,7 +387,7 @@ def score(
     refs = list_samples({"name": "generated", "format": "generated", "root": str(manifest.parent)})
     if not refs:
         raise DataError(f"{manifest.parent}: the generated set holds no images")
-    device = resolve_device(settings.device, "evaluation.device")
+    device = resolve_device(device, "evaluation.device")
     model, meta = load_model(checkpoint, map_location=device)
     model.to(device).eval()
     experiment, model_name, seed = run_identity(meta, str(checkpoint))
@@ -584,6 +578,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sc.add_argument("--checkpoint", required=True, help="model.pt of a source-only run")
     sc.add_argument("--out-dir", required=True, help="folder for scores.json and panels.npz")
     sc.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    add_execution_arguments(sc, "quality")
     rp = sub.add_parser("report", help="quality.csv and quality.png from the scores")
     rp.add_argument("--scores", required=True, help="scores.json written by score")
     rp.add_argument("--panels", required=True, help="panels.npz written by score")
@@ -599,7 +594,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.threads < 1:
                     parser.error(f"--threads must be >= 1, got {args.threads}")
                 torch.set_num_threads(args.threads)
-            score(params_from_args(args, "quality"), args.manifest, args.checkpoint, args.out_dir)
+            device = execution_from_args(args, "quality")["device"]
+            params = params_from_args(args, "quality")
+            score(params, args.manifest, args.checkpoint, args.out_dir, device)
         else:
             report(args.scores, args.panels, args.reference, args.out_csv, args.figure)
     except (DataError, ConfigError, ValueError, FileNotFoundError) as err:

@@ -58,11 +58,3 @@ class PolyWarmup:
             group["lr"] = group["initial_lr"] * factor
             rates.append(group["lr"])
         return rates
-
-    def state_dict(self) -> dict[str, float]:
-        return {
-            "iterations": self.iterations,
-            "power": self.power,
-            "warmup_iters": self.warmup_iters,
-            "warmup_ratio": self.warmup_ratio,
-        }

@@ -41,7 +41,16 @@ from typing import Any
 
 import pandas as pd
 
-from flexseg.config import ConfigError, add_params_arguments, params_from_args
+from flexseg.config import (
+    ConfigError,
+    Experiment,
+    Part,
+    add_params_arguments,
+    build,
+    params_from_args,
+    read_part,
+    read_stage,
+)
 from flexseg.io import DataError, write_csv, write_text
 from flexseg.labels import CLASS_NAMES
 
@@ -63,18 +72,6 @@ SOURCE_VAL = "source_val"
 REQUIRED_KEYS = ("experiment", "model", "seed", "dataset", "miou")
 
 
-@dataclass(frozen=True)
-class Experiment:
-    """An entry of the config's ``experiments``: its label and what it trains with."""
-
-    name: str
-    label: str
-    data: str
-    gap: bool
-    ube: bool
-    has: bool
-
-
 @dataclass
 class RunMetrics:
     """One metrics.json: the scores of one run (experiment, model, seed) on one dataset."""
@@ -92,10 +89,18 @@ class RunMetrics:
     num_images: int
 
 
-@dataclass
+@dataclass(frozen=True)
 class TableSettings:
     main_experiments: list[str]
     compare_paper: bool
+
+
+@dataclass(frozen=True)
+class TablesParams:
+    """The ``tables`` stage slice."""
+
+    tables: TableSettings
+    experiments: dict[str, Experiment]
 
 
 def _number(value: Any, key: str, path: str) -> float:
@@ -146,20 +151,9 @@ def read_metrics(path: str | Path) -> RunMetrics:
 
 
 def parse_experiments(entries: Mapping[str, Mapping[str, Any]]) -> dict[str, Experiment]:
-    out = {}
-    for name, e in entries.items():
-        try:
-            out[name] = Experiment(
-                name=name,
-                label=str(e.get("label", name)),
-                data=str(e["data"]),
-                gap=bool(e["gap"]),
-                ube=bool(e["ube"]),
-                has=bool(e["has"]),
-            )
-        except KeyError as err:
-            raise ConfigError(f"experiments.{name}: missing key {err.args[0]!r}") from None
-    return out
+    """The config's ``experiments`` (checked against the schema) by name."""
+    checked = read_part(entries, Part("experiments"), "experiments")
+    return {name: build(Experiment, {"name": name, **e}) for name, e in checked.items()}
 
 
 def class_column(name: str) -> str:
@@ -183,7 +177,7 @@ def long_table(runs: Sequence[RunMetrics], experiments: Mapping[str, Experiment]
             )
         row: dict[str, Any] = {
             "experiment": r.experiment,
-            "method": experiments[r.experiment].label,
+            "method": experiments[r.experiment].title,
             "model": r.model,
             "seed": r.seed,
             "dataset": r.dataset,
@@ -268,7 +262,7 @@ def summary_table(
         if sel.empty:
             continue
         e = experiments[exp]
-        row: dict[str, Any] = {"model": model, "experiment": exp, "method": e.label}
+        row: dict[str, Any] = {"model": model, "experiment": exp, "method": e.title}
         row["seeds"] = int(sel["seed"].nunique())
         for col in columns:
             s = summarize(sel[col])
@@ -526,15 +520,8 @@ def write_tables(
 
 def parse_params(params: Mapping[str, Any]) -> tuple[TableSettings, dict[str, Experiment]]:
     """Settings and experiments of a ``tables`` stage slice (``flexseg.config.stage_params``)."""
-    for key in ("tables", "experiments"):
-        if key not in params:
-            raise ConfigError(f"--params: missing key {key!r} (expected tables and experiments)")
-    t = params["tables"]
-    settings = TableSettings(
-        main_experiments=list(t.get("main_experiments", ["source_only", "dginstyle", "flexseg"])),
-        compare_paper=bool(t.get("compare_paper", False)),
-    )
-    return settings, parse_experiments(params["experiments"])
+    p = build(TablesParams, read_stage(params, "tables"))
+    return p.tables, p.experiments
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,15 +29,14 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from flexseg.config import ConfigError, add_params_arguments, params_from_args
-from flexseg.data.rcs import ClassStats, class_probabilities, param, read_class_stats, select_crop
+from flexseg.config import ConfigError, add_params_arguments, build, params_from_args
+from flexseg.data.rcs import ClassStats, class_probabilities, read_class_stats, select_crop
 from flexseg.data.readers import load_label
 from flexseg.io import DataError, write_text
-from flexseg.labels import CLASS_NAMES, CONDITIONS, NUM_CLASSES, STANDARD
+from flexseg.labels import CLASS_NAMES, CONDITIONS, NUM_CLASSES
 from flexseg.prompts import check_template, class_list, make_prompt
 
 log = logging.getLogger(__name__)
@@ -106,33 +105,52 @@ def _candidates(stats: ClassStats, min_pixels: int) -> list[np.ndarray]:
     return members
 
 
-def make_jobs(stats: ClassStats, params: Mapping[str, Any]) -> list[Job]:
-    """The job table for the statistics ``stats`` and the ``generation_jobs`` params slice."""
-    jobs_cfg = param(params, "jobs")
-    total = int(param(jobs_cfg, "num_images"))
-    seed = int(param(jobs_cfg, "seed"))
-    crop_size = int(param(jobs_cfg, "crop_size"))
-    min_fraction = float(param(jobs_cfg, "min_class_fraction"))
-    tries = int(param(jobs_cfg, "crop_tries"))
-    template = str(param(params, "prompt.template"))
-    words = dict(param(params, "prompt.condition_words"))
-    counts = apportion(total, param(jobs_cfg, "conditions"))
-    missing = sorted(c for c in counts if c != STANDARD and c not in words)
-    if missing:
-        raise ConfigError(f"generation.prompt.condition_words has no word for {missing}")
+@dataclass(frozen=True)
+class JobTableSettings:
+    """``generation.jobs`` without ``shards`` (how the table is split does not change it)."""
+
+    num_images: int
+    seed: int
+    crop_size: int
+    min_class_fraction: float
+    crop_tries: int
+    conditions: dict[str, float]
+
+
+@dataclass(frozen=True)
+class RcsDraw:
+    temperature: float
+    min_pixels: int
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    template: str
+    condition_words: dict[str, str]
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """The ``generation_jobs`` stage slice."""
+
+    rcs: RcsDraw
+    jobs: JobTableSettings
+    prompt: PromptSettings
+
+
+def make_jobs(stats: ClassStats, settings: JobSettings) -> list[Job]:
+    """The job table for the statistics ``stats``."""
+    s = settings.jobs
+    total, seed, template = s.num_images, s.seed, settings.prompt.template
+    counts = apportion(total, s.conditions)
     try:
         check_template(template)
     except ValueError as err:
         raise ConfigError(f"generation.prompt.template: {err}") from err
-    if seed < 0 or total < 1:
-        raise ConfigError(
-            f"generation.jobs: seed must not be negative and num_images must be at least 1, got "
-            f"seed {seed}, num_images {total}"
-        )
 
     rng = np.random.default_rng(seed)
-    probs = class_probabilities(stats.totals, float(param(params, "rcs.temperature")))
-    members = _candidates(stats, int(param(params, "rcs.min_pixels")))
+    probs = class_probabilities(stats.totals, settings.rcs.temperature)
+    members = _candidates(stats, settings.rcs.min_pixels)
     classes = rng.choice(NUM_CLASSES, size=total, p=probs)
     images = np.array([members[c][rng.integers(len(members[c]))] for c in classes], dtype=np.int64)
     conditions = rng.permutation(np.array([c for c, n in counts.items() for _ in range(n)]))
@@ -156,9 +174,9 @@ def make_jobs(stats: ClassStats, params: Mapping[str, Any]) -> list[Job]:
             box = select_crop(
                 label,
                 cls,
-                crop_size,
-                min_fraction,
-                tries,
+                s.crop_size,
+                s.min_class_fraction,
+                s.crop_tries,
                 np.random.default_rng(sequence.spawn(1)[0]),
             )
             rejected += not box.accepted
@@ -176,7 +194,10 @@ def make_jobs(stats: ClassStats, params: Mapping[str, Any]) -> list[Job]:
                 y1=box.y1,
                 condition=condition,
                 prompt=make_prompt(
-                    class_list(label[box.y0 : box.y1, box.x0 : box.x1]), condition, template, words
+                    class_list(label[box.y0 : box.y1, box.x0 : box.x1]),
+                    condition,
+                    template,
+                    settings.prompt.condition_words,
                 ),
                 seed=int(sequence.generate_state(1, np.uint32)[0]),
             )
@@ -185,8 +206,8 @@ def make_jobs(stats: ClassStats, params: Mapping[str, Any]) -> list[Job]:
             "%d of %d crops hold at most %.3g of their class after %d tries (the last try is kept)",
             rejected,
             total,
-            min_fraction,
-            tries,
+            s.min_class_fraction,
+            s.crop_tries,
         )
     return [rows[k] for k in range(total)]
 
@@ -248,8 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        params = params_from_args(args, "generation_jobs")
-        jobs = make_jobs(read_class_stats(args.stats), params)
+        settings = build(JobSettings, params_from_args(args, "generation_jobs"))
+        jobs = make_jobs(read_class_stats(args.stats), settings)
         write_jobs(args.out, jobs)
     except (DataError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)

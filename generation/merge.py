@@ -17,9 +17,9 @@ Decisions:
   paths, adds ``label_map`` = ``train_ids`` and is sorted by job id.
 - The merge fails, naming the numbers, when the row count differs from ``expected`` (the number of
   jobs) or a sample id appears twice; a missing shard file is an error naming it.
-- The grid shows ``grid_samples`` rows spread evenly over the manifest (8 when the params slice
-  does not name it): the image, the label it was conditioned on, the label drawn over the image at
-  50 %, and the condition, RCS class, seed and prompt as text.
+- The grid shows ``grid_samples`` rows spread evenly over the manifest: the image, the label it
+  was conditioned on, the label drawn over the image at 50 %, and the condition, RCS class, seed
+  and prompt as text.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flexseg.config import ConfigError, add_params_arguments, params_from_args
+from flexseg.config import ConfigError, add_params_arguments, params_from_args, read_stage
 from flexseg.io import (
     DataError,
     atomic_path,
@@ -59,7 +59,6 @@ REQUIRED_COLUMNS = (
     "seed",
     "job_id",
 )
-DEFAULT_GRID_SAMPLES = 8
 LEADING_COLUMNS = ("name", "image", "label", "label_map", "condition", "prompt", "rcs_class")
 # The merged manifest: the leading columns, the other shard columns, where each row came from.
 MERGED_COLUMNS = (
@@ -188,10 +187,9 @@ def write_grid(path: str | Path, manifest: pd.DataFrame, samples: int) -> None:
 def run_merge(
     params: dict[str, Any], shard_manifests: list[str | Path], out: str | Path, grid: str | Path
 ) -> pd.DataFrame:
-    if "expected" not in params:
-        raise ConfigError("merge params lack 'expected' (generation.jobs.num_images)")
-    merged = merge_shards(shard_manifests, out, int(params["expected"]))
-    write_grid(grid, merged, int(params.get("grid_samples", DEFAULT_GRID_SAMPLES)))
+    params = read_stage(params, "merge_generated")
+    merged = merge_shards(shard_manifests, out, params["expected"])
+    write_grid(grid, merged, params["grid_samples"])
     write_csv(out, merged)
     return merged
 

@@ -51,11 +51,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from flexseg.config import ConfigError, add_params_arguments, params_from_args
+from flexseg.config import ConfigError, add_params_arguments, params_from_args, read_stage
 from flexseg.io import DataError, read_label, remove_unlisted, write_csv, write_label
 from flexseg.labels import IGNORE_INDEX, NUM_CLASSES
 
-from .merge import DEFAULT_GRID_SAMPLES, MERGED_COLUMNS, place_file, write_grid
+from .merge import MERGED_COLUMNS, place_file, write_grid
 
 LABEL_SUFFIX = "_labelTrainIds.png"
 TAGS = {"a": "adverse", "n": "night"}
@@ -174,7 +174,8 @@ def manifest_row(sample: ReleasedSample, index: int, out_dir: Path, root: Path) 
 
 def import_released(params: dict[str, Any], out: str | Path, grid: str | Path) -> pd.DataFrame:
     """Check the release of ``params['released']``, place it beside ``out`` and write ``out``."""
-    released = params.get("released")
+    params = read_stage(params, "import_released")
+    released = params["released"]
     if not released:
         raise ConfigError("import params lack 'released' (generation.released is not set)")
     root = Path(released["root"])
@@ -195,7 +196,7 @@ def import_released(params: dict[str, Any], out: str | Path, grid: str | Path) -
     for folder in (images_dir, labels_dir):
         remove_unlisted(folder, written)
     manifest = pd.DataFrame(rows, columns=list(MERGED_COLUMNS))
-    write_grid(grid, manifest, int(params.get("grid_samples", DEFAULT_GRID_SAMPLES)))
+    write_grid(grid, manifest, params["grid_samples"])
     write_csv(out, manifest)
     return manifest
 

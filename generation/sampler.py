@@ -51,6 +51,7 @@ Decisions the paper leaves open (taken from the released code, or stated here):
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +60,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from flexseg.config import build
 from flexseg.labels import NUM_CLASSES
 
 from .architecture import CONDITIONING_CHANNELS
@@ -67,33 +69,24 @@ from .components import Components, require_stateless
 
 @dataclass(frozen=True)
 class SamplerSettings:
-    """``generation.sampler`` without the loading keys (dtype, device: see components)."""
+    """``generation.sampler`` without ``device`` (where the components load; ``dtype`` is what
+    they load as). ``controlnet_scale`` is DGInStyle's, not a config key."""
 
-    steps: int = 20
-    guidance_scale: float = 7.5
-    upscale: int = 2
-    tile_latent: int = 64
-    tile_stride: int = 8
-    tile_batch: int = 16
-    large_component_px: int = 20000
+    steps: int
+    guidance_scale: float
+    upscale: int
+    tile_latent: int
+    tile_stride: int
+    tile_batch: int
+    large_component_px: int
+    dtype: str
+    tf32: bool
     controlnet_scale: float = 1.0
 
     @classmethod
-    def from_params(cls, sampler: dict[str, Any]) -> SamplerSettings:
-        return cls(
-            steps=int(sampler["steps"]),
-            guidance_scale=float(sampler["guidance_scale"]),
-            upscale=int(sampler["upscale"]),
-            tile_latent=int(sampler["tile_latent"]),
-            tile_stride=int(sampler["tile_stride"]),
-            tile_batch=int(sampler["tile_batch"]),
-            large_component_px=int(sampler["large_component_px"]),
-        )
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "upscale", "tile_latent", "tile_stride", "tile_batch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"sampler.{name} must be >= 1, got {getattr(self, name)}")
+    def from_section(cls, sampler: Mapping[str, Any]) -> SamplerSettings:
+        """From a validated ``generation.sampler`` section (its ``device`` is the components')."""
+        return build(cls, {k: v for k, v in sampler.items() if k != "device"})
 
 
 @dataclass(frozen=True)

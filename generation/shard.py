@@ -44,7 +44,16 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from flexseg.config import ConfigError, add_params_arguments, params_from_args
+from flexseg.config import (
+    ConfigError,
+    add_execution_arguments,
+    add_params_arguments,
+    build,
+    execution_from_args,
+    params_from_args,
+    read_execution,
+    read_stage,
+)
 from flexseg.io import (
     DataError,
     remove_stale_temporaries,
@@ -161,7 +170,7 @@ def settings_record(
     for key, folder in (("prior", prior), ("controlnet", controlnet)):
         if folder is not None:
             models[key] = {"path": str(folder), "files": _folder_fingerprint(Path(folder))}
-    base = params["models"].get("base")
+    base = params["models"]["base"]
     if params["models"]["kind"] == "pretrained" and base and Path(base).is_dir():
         models["base"] = {"path": base, "files": _folder_fingerprint(Path(base))}
     content = {
@@ -248,8 +257,11 @@ def run_shard(
     prior: str | Path | None = None,
     controlnet: str | Path | None = None,
     max_new: int | None = None,
+    options: dict[str, Any] | None = None,
 ) -> ShardReport:
-    """Generate the missing images of one shard and write its manifest.
+    """Generate the missing images of one shard and write its manifest. ``params``: the
+    ``generate`` slice; ``options``: ``tile_batch`` and ``device`` (the schema's defaults for
+    those not given; neither changes the images).
 
     ``max_new`` stops after that many new images, without a manifest (an interrupted run).
     """
@@ -261,7 +273,9 @@ def run_shard(
     controlnet = Path(controlnet) if controlnet is not None else None
     if params["models"]["kind"] == "demo" and (prior is None or controlnet is None):
         raise ConfigError("generation.models.kind is demo: pass --prior DIR --controlnet DIR")
-    settings = SamplerSettings.from_params(params["sampler"])
+    params = read_stage(params, "generate")
+    run = read_execution("generate", options or {})
+    settings = build(SamplerSettings, {**params["sampler"], "tile_batch": run["tile_batch"]})
     jobs = shard_jobs(ordered_jobs(jobs_path), shard, num_shards)
     record = settings_record(params, jobs, prior, controlnet)
     wiped = prepare_out_dir(out_dir, record)
@@ -286,8 +300,8 @@ def run_shard(
                 params["models"],
                 prior_dir=prior,
                 controlnet_dir=controlnet,
-                device=params["sampler"]["device"],
-                dtype=params["sampler"]["dtype"],
+                device=run["device"],
+                dtype=settings.dtype,
             )
         label = crop_label(load_job_label(job), job.x0, job.y0, job.x1, job.y1)
         result = generate(components, to_onehot20(label), job.prompt, job.seed, settings)
@@ -318,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, help="CPU threads for torch (default: torch's own choice)"
     )
+    add_execution_arguments(parser, "generate")
     args = parser.parse_args(argv)
     if args.threads is not None:
         import torch
@@ -333,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out_dir,
             prior=args.prior,
             controlnet=args.controlnet,
+            options=execution_from_args(args, "generate"),
         )
     except (ConfigError, DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1,5 +1,5 @@
 """Distributed training on two CPU processes (gloo): identical weights, prototype bank and HAS
-scores on both ranks; the ``--nproc`` re-launch; disjoint shards of the epoch order."""
+scores on both ranks; the re-launch for ``nproc`` > 1; disjoint shards of the epoch order."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
 
-from train_fixtures import make_tree, train_params, write_lists  # noqa: E402
+from train_fixtures import make_tree, options, train_params, write_lists  # noqa: E402
 
 from flexseg.data.training_set import EpochOrder, draw_number  # noqa: E402
 
@@ -49,7 +49,7 @@ def _worker(
     if projection:  # build the GAP-only parameters whatever the experiment says
         build = flexseg.train.build_model
         flexseg.train.build_model = lambda cfg, gap_features=True: build(cfg)
-    result = train(params, data, Path(out) / "run")
+    result = train(params, data, Path(out) / "run", options(checkpoint_every=3))
     state = {"model": result.model.state_dict()}
     if result.bank is not None:
         state["bank"] = result.bank.state_dict()
@@ -68,12 +68,7 @@ def lists(tmp_path_factory):
 
 
 def test_two_processes_stay_identical(lists, tmp_path) -> None:
-    params = train_params(
-        seed=0,
-        iterations=6,
-        checkpoint_every=3,
-        has={"refresh_every": 2, "midpoint": 2, "k": 1.0},
-    )
+    params = train_params(seed=0, iterations=6, has={"refresh_every": 2, "midpoint": 2, "k": 1.0})
     params["experiment"] = {
         "name": "flexseg",
         "data": "combined",
@@ -104,7 +99,8 @@ def test_two_processes_stay_identical(lists, tmp_path) -> None:
 
 
 def test_nproc_relaunches_under_torchrun(lists, tmp_path) -> None:
-    params = train_params(seed=0, iterations=2, checkpoint_every=2)
+    params = train_params(seed=0, iterations=2)
+    params["nproc"] = 2
     params["experiment"] = {
         "name": "dginstyle",
         "data": "combined",
@@ -124,8 +120,7 @@ def test_nproc_relaunches_under_torchrun(lists, tmp_path) -> None:
             str(lists["combined"]),
             "--out-dir",
             str(tmp_path),
-            "--nproc",
-            "2",
+            *("--checkpoint-every", "2", "--threads", "1", "--workers", "0", "--device", "cpu"),
         ],
         cwd=REPO,
         env=env,
@@ -170,7 +165,7 @@ def test_deeplabv2_head_with_gap_off_trains_under_ddp(lists, tmp_path) -> None:
     """GAP off: the DeepLabV2 head's GAP-only projection is not built, so every parameter gets a
     gradient and DDP (no find_unused_parameters) passes its second iteration; with the
     projection built (the model of a GAP run) the same training stops there."""
-    params = train_params(seed=0, iterations=2, checkpoint_every=2)
+    params = train_params(seed=0, iterations=2)
     params["model"] = dict(DLV2_TINY)
     params["experiment"] = {
         "name": "source_only",

@@ -16,7 +16,7 @@ import torch
 from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from flexseg.config import ConfigError, load_config, stage_params
+from flexseg.config import ConfigError, load_config, schema_at, stage_params
 from flexseg.io import DataError, write_image, write_label
 from flexseg.labels import CITYSCAPES_ID_TO_TRAIN_ID, CLASS_NAMES
 from generation.architecture import (
@@ -108,7 +108,6 @@ def tiny_params() -> dict:
                 "caption_dropout": 0.0,
             },
         },
-        "demo": {},
     }
 
 
@@ -562,11 +561,11 @@ def test_default_config_slice_reads():
 @pytest.mark.parametrize(
     "section,key,value,match",
     [
-        ("architecture", "vae_channels", [8, 8, 8], "4 entries"),
-        ("architecture", "condition_embedding", [4, 4, 8], "4 entries"),
+        ("architecture", "vae_channels", [8, 8, 8], "architecture.vae_channels.*too short"),
+        ("architecture", "condition_embedding", [4, 4, 8], "condition_embedding.*too short"),
         ("architecture", "vae_channels", [8, 8, 16, 16], "equal vae_channels"),
-        ("architecture", "vae_layers_per_block", -1, ">= 0"),
-        ("vae", "chroma_weight", -1.0, ">= 0"),
+        ("architecture", "vae_layers_per_block", -1, "vae_layers_per_block: -1 is less than"),
+        ("vae", "chroma_weight", -1.0, "vae.chroma_weight: -1.0 is less than"),
         (None, "crop_size", 36, "multiple of 8"),
         (None, "crop_size", 40, "cannot halve"),
     ],
@@ -579,11 +578,14 @@ def test_bad_settings_raise(section, key, value, match):
         settings_from_params(params)
 
 
-def test_missing_key_is_named():
+def test_bad_value_is_named_and_missing_one_defaults():
     params = tiny_params()
-    del params["demo_generator"]["vae"]["kl_weight"]
-    with pytest.raises(ConfigError, match="vae.kl_weight"):
+    params["demo_generator"]["vae"]["kl_weight"] = "small"
+    with pytest.raises(ConfigError, match="demo_generator.vae.kl_weight"):
         settings_from_params(params)
+    del params["demo_generator"]["vae"]["kl_weight"]
+    default = schema_at("generation.demo_generator.vae.kl_weight")["default"]
+    assert settings_from_params(params).vae.kl_weight == default
 
 
 # ---------------------------------------------------------------------------------------------

@@ -228,7 +228,6 @@ def test_evaluate_samples_scores_and_panels():
         inference=settings(scale=(40, 24), window=16, stride=8),
         boundary_kernel=3,
         panels=2,
-        device="cpu",
     )
     result = evaluate_samples(model, iter(samples), len(samples), s, torch.device("cpu"))
     scores = result.scores
@@ -309,14 +308,13 @@ def test_evaluate_command_end_to_end(tmp_path, capsys):
         "window": 16,
         "stride": 8,
         "batch_size": 4,
-        "scale": [32, 20],
         "boundary_kernel": 3,
         "panels": 2,
-        "device": "cpu",
     }
-    params = json.dumps({"evaluation": evaluation, "dataset": dataset})
+    params = json.dumps({"evaluation": evaluation, "scale": [32, 20], "dataset": dataset})
     out = tmp_path / "out"
-    assert main(["--params", params, "--checkpoint", str(ckpt), "--out-dir", str(out)]) == 0
+    args = ["--params", params, "--checkpoint", str(ckpt), "--out-dir", str(out)]
+    assert main([*args, "--device", "cpu"]) == 0
     record = json.loads((out / "metrics.json").read_text())
     assert (record["experiment"], record["model"], record["seed"]) == ("flexseg", "tiny", 2)
     assert record["dataset"] == "acdc" and record["num_images"] == 4
@@ -325,7 +323,7 @@ def test_evaluate_command_end_to_end(tmp_path, capsys):
     assert (out / "panels.png").read_bytes()[:4] == b"\x89PNG"
     # The same numbers from the pieces: load, predict, accumulate.
     loaded, _ = load_model(ckpt)
-    s = EvalSettings.from_params(evaluation, 1.0)
+    s = EvalSettings.from_params(evaluation, [32, 20], 1.0)
     conf = np.zeros((19, 19), dtype=np.int64)
     for ref in list_samples(dataset):
         rgb, label = load_sample(ref)
@@ -339,7 +337,7 @@ def test_evaluate_command_end_to_end(tmp_path, capsys):
     assert (union == 0).any()
 
     dataset["root"] = str(tmp_path / "missing")
-    params = json.dumps({"evaluation": evaluation, "dataset": dataset})
+    params = json.dumps({"evaluation": evaluation, "scale": [32, 20], "dataset": dataset})
     capsys.readouterr()
     assert main(["--params", params, "--checkpoint", str(ckpt), "--out-dir", str(out)]) == 1
     assert str(tmp_path / "missing") in capsys.readouterr().err
@@ -350,15 +348,22 @@ def test_evaluate_command_end_to_end(tmp_path, capsys):
 
 
 def test_eval_settings_scale_windows_with_the_model():
-    from flexseg.config import ConfigError
+    from flexseg.config import ConfigError, read_stage
 
-    params = {"mode": "slide", "window": 512, "stride": 256, "batch_size": 2, "scale": [1024, 512]}
-    hrda = EvalSettings.from_params({**params, "boundary_kernel": 5}, 2.0).inference
+    dataset = {"name": "acdc", "format": "acdc", "root": "unused"}
+    params = {
+        "evaluation": {"window": 512, "stride": 256},
+        "scale": [1024, 512],
+        "dataset": dataset,
+    }
+    p = read_stage(params, "evaluate")  # the schema's defaults filled in
+    hrda = EvalSettings.from_params(p["evaluation"], p["scale"], 2.0).inference
     assert (hrda.window, hrda.stride, hrda.scale_factor) == (1024, 512, 2.0)
     assert hrda.scale == (1024, 512)
-    daformer = EvalSettings.from_params(params, 1.0).inference
+    daformer = EvalSettings.from_params(p["evaluation"], p["scale"], 1.0).inference
     assert (daformer.window, daformer.stride) == (512, 256)
-    with pytest.raises(ConfigError, match="boundary_kernel"):
-        EvalSettings.from_params({**params, "boundary_kernel": 4}, 1.0)
-    with pytest.raises(ConfigError, match="scale"):
-        EvalSettings.from_params({"mode": "slide"}, 1.0)
+    params["evaluation"]["boundary_kernel"] = 4
+    with pytest.raises(ConfigError, match="evaluation.boundary_kernel: 4 should not be valid"):
+        read_stage(params, "evaluate")
+    with pytest.raises(ConfigError, match="'scale' is a required property"):
+        read_stage({"evaluation": {}, "dataset": dataset}, "evaluate")

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
 
-from flexseg.config import ConfigError, load_config  # noqa: E402
+from flexseg.config import ConfigError, load_config, stage_params  # noqa: E402
 from flexseg.labels import NUM_CLASSES  # noqa: E402
 from flexseg.models import (  # noqa: E402
     CropBox,
@@ -92,11 +92,13 @@ def _assert_encoder_gets_gradients(model: Segmentor) -> None:
 
 def test_demo_config_builds() -> None:
     cfg = load_config()
-    for name, entry in cfg["models"].items():
-        if entry["encoder"].get("pretrained") is None:
-            model = build_model({"name": name, **entry})
-            assert isinstance(model, Segmentor)
-    tiny = build_model({"name": "tiny", **cfg["models"]["tiny"]})
+    for name in cfg["models"]:
+        entry = stage_params(cfg, "train", experiment="flexseg", model=name, seed=0)["model"]
+        if entry["encoder"]["pretrained"] is None:
+            assert isinstance(build_model(entry), Segmentor)
+    tiny = build_model(
+        stage_params(cfg, "train", experiment="flexseg", model="tiny", seed=0)["model"]
+    )
     assert tiny.name == "tiny" and tiny.output_stride == 4 and tiny.num_classes == NUM_CLASSES
 
 

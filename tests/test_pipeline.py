@@ -21,6 +21,7 @@ import pytest
 import yaml
 from test_workflow import REPO, job_counts
 
+from flexseg.config import deep_merge
 from flexseg.io import temporary_name
 
 pytestmark = pytest.mark.slow
@@ -85,9 +86,7 @@ def tiny_demo_generator() -> dict:
 def write_config(path: Path, extra: dict | None = None) -> Path:
     cfg = yaml.safe_load(yaml.safe_dump(TINY))
     cfg["generation"]["demo_generator"] = tiny_demo_generator()
-    for key, value in (extra or {}).items():
-        cfg.setdefault(key, {}).update(value)
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump(deep_merge(cfg, extra or {})))
     return path
 
 
@@ -167,20 +166,6 @@ def test_forcerun_evaluate_reruns_only_evaluation(finished_run):
     assert counts == {}, counts
 
 
-def test_an_evaluation_setting_reruns_only_evaluation(finished_run):
-    config = write_config(finished_run / "eval_changed.yaml", {"evaluation": {"stride": 8}})
-    proc = run_snakemake(finished_run, "-n", "--cores", "2", "all", "--configfile", str(config))
-    counts = job_counts(proc.stdout)
-    assert counts.pop("evaluate") == 2 * 3
-    assert counts.pop("compare_panels") == 3
-    assert counts.pop("tables") == 1
-    # The generated set is not scored again (it is fed whole, not through the sliding window);
-    # only the report that joins the re-evaluated source reference reruns.
-    assert counts.pop("quality_report") == 1
-    counts.pop("all", None)
-    assert counts == {}, counts
-
-
 def test_the_quality_score_reruns_for_its_own_inputs_only(finished_run):
     """The Eq. 1 kernel (which it uses) reruns the scoring, and so does a new generated set; a
     checkpoint named in the config scores (and evaluates the reference) with it."""
@@ -205,17 +190,59 @@ def test_the_quality_score_reruns_for_its_own_inputs_only(finished_run):
     assert counts == {"quality_reference": 1, "quality_score": 1, "quality_report": 1, "all": 1}
 
 
-def test_a_training_setting_reruns_training_not_generation(finished_run):
-    config = write_config(finished_run / "train_changed.yaml", {"training": {"lr": 1.0e-4}})
+# Every execution setting at once, each changed: if together they trigger nothing, none does.
+EXECUTION_CHANGES = {
+    "training": {
+        "threads": 2,
+        "workers": 1,
+        "device": "cpu",
+        "log_every": 3,
+        "checkpoint_every": 6,
+    },
+    "rcs": {"workers": 2},
+    "generation": {"sampler": {"tile_batch": 4, "device": "cpu"}},
+    "evaluation": {"device": "cpu"},
+}
+
+
+def test_execution_settings_rerun_nothing(finished_run):
+    config = write_config(finished_run / "execution_changed.yaml", EXECUTION_CHANGES)
+    args = ["-n", "--cores", "2", "all", "--configfile", str(config)]
+    proc = run_snakemake(finished_run, "--set-threads", "train=1", "evaluate=2", *args)
+    assert job_counts(proc.stdout) == {}, proc.stdout
+    # ... and they reach the commands, a profile's set-threads too (1 here instead of 2)
+    proc = run_snakemake(
+        finished_run, "-p", "--forcerun", "train", "--set-threads", "train=1", *args
+    )
+    assert "--threads 1 --workers 1 --device cpu --log-every 3 --checkpoint-every 6" in proc.stdout
+
+
+QUALITY = {"quality_score": 1, "quality_report": 1}  # a new checkpoint or generated set
+
+
+@pytest.mark.parametrize(
+    "change, planned",
+    [
+        # the generated set is fed whole, not through the sliding window: not scored again, only
+        # the report that joins the re-evaluated source reference reruns
+        ({"evaluation": {"stride": 8}},
+         {"evaluate": 2 * 3, "compare_panels": 3, "tables": 1, "quality_report": 1}),
+        ({"training": {"lr": 1.0e-4}},
+         {"train": 2, "evaluate": 2 * 3, "compare_panels": 3, "tables": 1, **QUALITY}),
+        # a display name: the tables and the figures that print it, no training, no evaluation
+        ({"experiments": {"flexseg": {"label": "FLEX"}}}, {"tables": 1, "compare_panels": 3}),
+        # the generated images: their shards, their score and everything that trains on them
+        ({"generation": {"sampler": {"steps": 2}}},
+         {"generate_shard": 2, "merge_generated": 1, "dataset_combined": 1, "train": 1,
+          "evaluate": 3, "compare_panels": 3, "tables": 1, **QUALITY}),
+    ],
+)  # fmt: skip
+def test_a_setting_reruns_its_stage_and_what_follows(finished_run, change, planned):
+    config = write_config(finished_run / "changed.yaml", change)
     proc = run_snakemake(finished_run, "-n", "--cores", "2", "all", "--configfile", str(config))
     counts = job_counts(proc.stdout)
-    assert counts.pop("train") == 2
-    assert counts.pop("evaluate") == 2 * 3
-    assert counts.pop("compare_panels") == 3
-    assert counts.pop("tables") == 1
-    assert counts.pop("quality_score") == 1 and counts.pop("quality_report") == 1  # new checkpoint
     counts.pop("all", None)
-    assert counts == {}, counts
+    assert counts == planned, proc.stdout
 
 
 def plant_temporary(final: Path) -> Path:
@@ -231,7 +258,7 @@ def test_interrupted_jobs_resume_and_the_table_matches(finished_run, tmp_path, m
     """A shard stopped after one image and a training run stopped after its first checkpoint,
     each with a half-written temporary beside it (built directly, no signals): the plain
     command resumes both and ends with the table of the uninterrupted run."""
-    from flexseg.config import load_config, stage_params
+    from flexseg.config import execution_values, load_config, stage_params
     from flexseg.train import train
     from generation.shard import run_shard
 
@@ -256,6 +283,7 @@ def test_interrupted_jobs_resume_and_the_table_matches(finished_run, tmp_path, m
         prior=model / "prior",
         controlnet=model / "controlnet",
         max_new=1,
+        options=execution_values(config, "generate"),
     )
     assert report.generated == 1 and report.manifest is None
     (first_image,) = (shard_dir / "images").glob("*.png")
@@ -270,7 +298,8 @@ def test_interrupted_jobs_resume_and_the_table_matches(finished_run, tmp_path, m
     assert "already complete" in shard_log and " 1 already complete" in shard_log
     run = Path("results/train/flexseg/tiny/seed0")
     params = stage_params(config, "train", experiment="flexseg", model="tiny", seed=0)
-    result = train(params, "results/dataset/combined.csv", run, stop_after=4)
+    options = execution_values(config, "train")  # what the rule passes
+    result = train(params, "results/dataset/combined.csv", run, options, stop_after=4)
     assert result.iterations_done == 4 and not result.completed
     assert (run / "checkpoints" / "last.pt").is_file() and not (run / "model.pt").exists()
     stale += [

@@ -315,4 +315,4 @@ def test_commands_end_to_end(tmp_path, capsys):
     )
     assert "subset_size is 50" in capsys.readouterr().err
     assert rcs.main(["stats", "--params", "{}", "--out", str(stats_path)]) == 1
-    assert "lack 'source'" in capsys.readouterr().err
+    assert "'source' is a required property" in capsys.readouterr().err

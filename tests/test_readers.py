@@ -304,8 +304,10 @@ def test_options_a_format_does_not_have(tmp_path):
         list_samples({"format": "gta", "root": str(root), "split": "train"})
     with pytest.raises(ConfigError, match="only the acdc format takes conditions"):
         list_samples({"format": "gta", "root": str(root), "conditions": ["fog"]})
-    with pytest.raises(ConfigError, match="unknown format 'kitti'"):
-        list_samples({"format": "kitti", "root": str(root)})
+    with pytest.raises(ConfigError, match="datasets.x.format: 'kitti' is not one of"):
+        list_samples({"name": "x", "format": "kitti", "root": str(root)})
+    with pytest.raises(ConfigError, match="conditions.1: 'dusk' is not one of"):
+        list_samples({"format": "acdc", "root": str(root), "conditions": ["night", "dusk"]})
 
 
 def test_exclude(tmp_path):

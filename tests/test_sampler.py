@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
-from flexseg.config import ConfigError, load_config
+from flexseg.config import ConfigError, build, load_config, read_stage, stage_params
 from flexseg.labels import to_onehot20
 from generation.architecture import CONDITIONING_CHANNELS, SD15_SCHEDULER_CONFIG
 from generation.components import (
@@ -50,6 +50,8 @@ SMALL = SamplerSettings(
     tile_stride=2,
     tile_batch=4,
     large_component_px=100,
+    dtype="float32",
+    tf32=False,
 )
 
 
@@ -259,12 +261,11 @@ def test_batched_tiles_equal_sequential_tiles_and_the_fusion_mean(tiny_component
     embeds = encode_prompt(c, "road sky", guided=True)
     boxes = tile_boxes(8, 10, 4, 3)  # origins 0, 3, 4 / 0, 3, 6: overlaps of 1 to 3 tiles
     t = int(c.scheduler.timesteps[0])
-    sequential = denoise_tiles(
-        c, latents, condition, t, embeds, boxes, SamplerSettings(tile_batch=1)
-    )
-    batched = denoise_tiles(c, latents, condition, t, embeds, boxes, SamplerSettings(tile_batch=4))
+    one, four = replace(SMALL, tile_batch=1), replace(SMALL, tile_batch=4)
+    sequential = denoise_tiles(c, latents, condition, t, embeds, boxes, one)
+    batched = denoise_tiles(c, latents, condition, t, embeds, boxes, four)
     torch.testing.assert_close(batched, sequential, rtol=1e-4, atol=1e-5)
-    reference = _fused_reference(c, latents, condition, t, embeds, boxes, SamplerSettings())
+    reference = _fused_reference(c, latents, condition, t, embeds, boxes, SMALL)
     torch.testing.assert_close(batched, reference, rtol=1e-4, atol=1e-5)
 
 
@@ -374,7 +375,7 @@ def test_generate_rejects_bad_inputs(tiny_components):
             to_onehot20(scene_label(32)),
             "x",
             0,
-            SamplerSettings(tile_latent=16, steps=1),
+            replace(SMALL, tile_latent=16, steps=1),
         )
 
 
@@ -457,19 +458,13 @@ def test_loading_errors_are_clear(tiny_model_dirs, tmp_path):
 
 
 def test_settings_from_the_config_sampler_section():
-    sampler = load_config()["generation"]["sampler"]
-    s = SamplerSettings.from_params(sampler)
-    assert (s.steps, s.guidance_scale, s.upscale) == (
-        sampler["steps"],
-        sampler["guidance_scale"],
-        sampler["upscale"],
-    )
-    assert (s.tile_latent, s.tile_stride, s.tile_batch) == (
-        sampler["tile_latent"],
-        sampler["tile_stride"],
-        sampler["tile_batch"],
-    )
-    assert s.large_component_px == sampler["large_component_px"]
+    config = load_config()
+    sampler = config["generation"]["sampler"]
+    sliced = read_stage(stage_params(config, "generate"), "generate")["sampler"]
+    assert "tile_batch" not in sliced and "device" not in sliced  # they change no image
+    s = build(SamplerSettings, {**sliced, "tile_batch": sampler["tile_batch"]})
+    for key, value in sampler.items():
+        assert key == "device" or getattr(s, key) == value, key
     assert TileBox(0, 0, 4, 4) == tile_boxes(4, 4, 4, 1)[0]
 
 

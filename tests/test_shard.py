@@ -40,10 +40,8 @@ def sampler_params(steps: int = 2) -> dict:
         "upscale": 2,
         "tile_latent": 4,
         "tile_stride": 2,
-        "tile_batch": 9,
         "large_component_px": 100,
         "dtype": "float32",
-        "device": "cpu",
         "tf32": False,
     }
 
@@ -57,8 +55,6 @@ def make_params(steps: int = 2) -> dict:
             "controlnet_subfolder": None,
         },
         "sampler": sampler_params(steps),
-        "source": {"name": "gta", "format": "gta", "root": "unused"},
-        "prompt": {"template": "A city street scene with {classes}, in {condition} weather."},
     }
 
 
@@ -107,6 +103,7 @@ def run(source, tiny_model_dirs, out_dir, shard=0, num_shards=1, steps=2, max_ne
         prior=tiny_model_dirs.prior,
         controlnet=tiny_model_dirs.controlnet,
         max_new=max_new,
+        options={"tile_batch": 9, "device": "cpu"},
     )
 
 

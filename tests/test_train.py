@@ -13,12 +13,14 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
 
-from train_fixtures import make_tree, train_params, write_lists  # noqa: E402
+from train_fixtures import make_tree, options, train_params, write_lists  # noqa: E402
 
 from flexseg import train as T  # noqa: E402
 from flexseg.checkpoint import ModelMeta, load_model, load_training_state  # noqa: E402
-from flexseg.config import ConfigError  # noqa: E402
+from flexseg.config import ConfigError, build, read_stage  # noqa: E402
+from flexseg.data.training_set import window_end  # noqa: E402
 from flexseg.io import DataError  # noqa: E402
+from flexseg.losses.objective import Objective, cross_entropy  # noqa: E402
 from flexseg.models import Segmentor  # noqa: E402
 
 
@@ -35,7 +37,7 @@ def _log(path) -> list[dict[str, str]]:
 
 
 def _experiment(name: str, gap: bool, ube: bool, has: bool, data: str = "combined") -> dict:
-    return {"name": name, "label": name, "data": data, "gap": gap, "ube": ube, "has": has}
+    return {"name": name, "data": data, "gap": gap, "ube": ube, "has": has}
 
 
 # HAS switches to loss-based draws early so that it is really exercised in 30 iterations.
@@ -55,7 +57,7 @@ FAST_HAS = {"has": {"refresh_every": 5, "midpoint": 8, "k": 0.5}}
 def test_loss_goes_down(lists, tmp_path, name, gap, ube, has) -> None:
     params = train_params(seed=0, **FAST_HAS)
     params["experiment"] = _experiment(name, gap, ube, has)
-    result = T.train(params, lists["combined"], tmp_path)
+    result = T.train(params, lists["combined"], tmp_path, options())
     assert result.completed and result.iterations_done == 30
     rows = _log(tmp_path / "loss_log.csv")
     assert [int(r["iteration"]) for r in rows] == list(range(1, 31))
@@ -76,22 +78,13 @@ def test_loss_goes_down(lists, tmp_path, name, gap, ube, has) -> None:
 
 
 def test_outputs_and_model_file(lists, tmp_path) -> None:
-    params = train_params(seed=3, iterations=4, checkpoint_every=2, log_every=2)
+    params = train_params(seed=3, iterations=4)
     params["experiment"] = _experiment("dginstyle", False, False, False)
-    assert (
-        T.main(
-            [
-                "--params",
-                json.dumps(params),
-                "--data",
-                str(lists["combined"]),
-                "--out-dir",
-                str(tmp_path),
-            ]
-        )
-        == 0
-    )
+    args = ["--params", json.dumps(params), "--data", str(lists["combined"])]
+    args += ["--out-dir", str(tmp_path), "--checkpoint-every", "2", "--log-every", "2"]
+    assert T.main([*args, "--threads", "1", "--workers", "0", "--device", "cpu"]) == 0
     config = json.loads((tmp_path / "config.json").read_text())
+    params = read_stage(params, "train")  # the params as validated: with the schema's defaults
     assert config["seed"] == 3 and config["params"] == params and config["world_size"] == 1
     assert "git_revision" in config
     rows = _log(tmp_path / "loss_log.csv")
@@ -114,22 +107,17 @@ def test_outputs_and_model_file(lists, tmp_path) -> None:
 
 
 def test_resume_is_bitwise_identical(lists, tmp_path) -> None:
-    params = train_params(
-        seed=1,
-        iterations=12,
-        checkpoint_every=4,
-        log_every=1,
-        has={"refresh_every": 3, "midpoint": 4, "k": 1.0},
-    )
+    params = train_params(seed=1, iterations=12, has={"refresh_every": 3, "midpoint": 4, "k": 1.0})
     params["experiment"] = _experiment("flexseg", True, True, True)
-    whole = T.train(params, lists["combined"], tmp_path / "whole")
+    run = options(checkpoint_every=4)
+    whole = T.train(params, lists["combined"], tmp_path / "whole", run)
 
-    killed = T.train(params, lists["combined"], tmp_path / "resumed", stop_after=6)
+    killed = T.train(params, lists["combined"], tmp_path / "resumed", run, stop_after=6)
     assert not killed.completed and killed.iterations_done == 6
     assert not (tmp_path / "resumed" / "model.pt").exists()
     ckpt = load_training_state(tmp_path / "resumed" / "checkpoints" / "last.pt")
     assert ckpt["iteration"] == 4  # iterations 5 and 6 are lost, as in a kill
-    resumed = T.train(params, lists["combined"], tmp_path / "resumed")
+    resumed = T.train(params, lists["combined"], tmp_path / "resumed", run)
     assert resumed.resumed_from == 4 and resumed.completed
 
     a = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)["state_dict"]
@@ -151,18 +139,18 @@ def test_resume_is_bitwise_identical(lists, tmp_path) -> None:
 
 
 def test_changed_params_start_fresh(lists, tmp_path, capsys) -> None:
-    params = train_params(seed=0, iterations=4, checkpoint_every=2)
+    params = train_params(seed=0, iterations=4)
     params["experiment"] = _experiment("dginstyle", False, False, False)
-    T.train(params, lists["combined"], tmp_path, stop_after=2)
-    changed = train_params(seed=0, iterations=4, checkpoint_every=2, lr=1e-4)
+    T.train(params, lists["combined"], tmp_path, options(checkpoint_every=2), stop_after=2)
+    changed = train_params(seed=0, iterations=4, lr=1e-4)
     changed["experiment"] = params["experiment"]
-    result = T.train(changed, lists["combined"], tmp_path)
+    result = T.train(changed, lists["combined"], tmp_path, options(checkpoint_every=2))
     assert result.resumed_from == 0 and result.completed
     assert "starting fresh" in capsys.readouterr().out
 
 
 def test_non_finite_loss_stops_without_checkpoint(lists, tmp_path, monkeypatch) -> None:
-    params = train_params(seed=0, iterations=10, checkpoint_every=2)
+    params = train_params(seed=0, iterations=10)
     params["experiment"] = _experiment("ube_only", False, True, False)
     original = Segmentor.forward_train
     calls = {"n": 0}
@@ -176,7 +164,7 @@ def test_non_finite_loss_stops_without_checkpoint(lists, tmp_path, monkeypatch) 
 
     monkeypatch.setattr(Segmentor, "forward_train", poisoned)
     with pytest.raises(T.TrainingError, match=r"iteration 3: the seg loss is nan"):
-        T.train(params, lists["combined"], tmp_path)
+        T.train(params, lists["combined"], tmp_path, options(checkpoint_every=2))
     assert load_training_state(tmp_path / "checkpoints" / "last.pt")["iteration"] == 2
     assert not (tmp_path / "model.pt").exists()
 
@@ -185,38 +173,34 @@ def test_part_counts_checked(lists, tmp_path, capsys) -> None:
     params = train_params(seed=0, iterations=2)
     params["experiment"] = _experiment("dginstyle", False, False, False, data="combined")
     with pytest.raises(DataError, match="no generated rows"):
-        T.train(params, lists["source"], tmp_path)
+        T.train(params, lists["source"], tmp_path, options())
     assert "8 source rows, 0 generated rows" in capsys.readouterr().out
     params["experiment"] = _experiment("source_only", False, False, False, data="source")
     with pytest.raises(DataError, match="6 generated rows"):
-        T.train(params, lists["combined"], tmp_path)
-    code = T.main(
-        [
-            "--params",
-            json.dumps(params),
-            "--data",
-            str(lists["generated"]),
-            "--out-dir",
-            str(tmp_path),
-        ]
-    )
-    assert code == 1
+        T.train(params, lists["combined"], tmp_path, options())
+    args = ["--params", json.dumps(params), "--data", str(lists["generated"])]
+    assert T.main([*args, "--out-dir", str(tmp_path), "--threads", "1", "--device", "cpu"]) == 1
     assert "no source rows" in capsys.readouterr().err
 
 
 def test_refusals(lists, tmp_path) -> None:
     params = train_params(seed=0, iterations=2, amp="bf16")
     with pytest.raises(ConfigError, match="amp is bf16, which needs a CUDA device"):
-        T.train(params, lists["combined"], tmp_path)
+        T.train(params, lists["combined"], tmp_path, options())
     params = train_params(seed=0, iterations=2, feature_distance={"enabled": True})
     with pytest.raises(ConfigError, match="encoder.pretrained is null"):
-        T.train(params, lists["combined"], tmp_path)
-    params = train_params(seed=0, iterations=2)
-    del params["training"]["lr"]
-    with pytest.raises(ConfigError, match="missing key 'lr'"):
-        T.train(params, lists["combined"], tmp_path)
+        T.train(params, lists["combined"], tmp_path, options())
+    # params written by hand are checked against the schema, naming the key
+    params = train_params(seed=0, iterations=2, lr="fast")
+    with pytest.raises(ConfigError, match="training.lr: 'fast' is not of type 'number'"):
+        T.train(params, lists["combined"], tmp_path, options())
+    params = train_params(seed=0, iterations=2, threads=1)
+    with pytest.raises(ConfigError, match="'threads' was unexpected"):
+        T.train(params, lists["combined"], tmp_path, options())
+    with pytest.raises(ConfigError, match="train options:\n  workers: -1 is less than the minimum"):
+        T.train(train_params(), lists["combined"], tmp_path, options(workers=-1))
     with pytest.raises(DataError, match="data list not found"):
-        T.train(train_params(), tmp_path / "missing.csv", tmp_path)
+        T.train(train_params(), tmp_path / "missing.csv", tmp_path, options())
 
 
 def test_feature_distance_with_pretrained_encoder(lists, tmp_path) -> None:
@@ -228,7 +212,7 @@ def test_feature_distance_with_pretrained_encoder(lists, tmp_path) -> None:
     reference = build_model(params["model"])
     reference.encoder.model.save_pretrained(tmp_path / "imagenet")
     params["model"]["encoder"]["pretrained"] = str(tmp_path / "imagenet")
-    result = T.train(params, lists["combined"], tmp_path / "run")
+    result = T.train(params, lists["combined"], tmp_path / "run", options())
     rows = _log(tmp_path / "run" / "loss_log.csv")
     assert float(rows[0]["fd"]) == 0.0  # the student starts from the ImageNet weights
     model, _ = load_model(tmp_path / "run" / "model.pt")  # loads offline without the source
@@ -246,8 +230,7 @@ def test_objective_sums_the_terms() -> None:
 
     torch.manual_seed(0)
     params = train_params(feature_distance={"enabled": True, "weight": 0.005})
-    recipe = T.Recipe.from_params(params["training"])
-    experiment = T.Experiment.from_params(_experiment("all", True, True, False))
+    recipe = build(T.Recipe, params["training"])
     student = build_model(params["model"]).eval()
     imagenet = copy.deepcopy(student)
     with torch.no_grad():
@@ -261,7 +244,7 @@ def test_objective_sums_the_terms() -> None:
     classes = torch.arange(19).repeat_interleave(3)
     bank.update(torch.randn(57, 16), classes, torch.arange(3).repeat(19), 0.99)
     bank_copy = copy.deepcopy(bank)
-    objective = T.Objective(experiment, recipe, bank, imagenet)
+    objective = Objective(recipe.ube, recipe.gap, bank, recipe.feature_distance, imagenet)
     outputs = student.forward_train(images, labels)
     terms = objective(outputs, images)
 
@@ -290,7 +273,7 @@ def test_plain_cross_entropy_matches_torch(layout: torch.memory_format) -> None:
     logits = torch.randn(3, 19, 8, 9)
     labels = torch.randint(0, 19, (3, 8, 9))
     labels[0, :3] = 255
-    loss, per_image = T.cross_entropy(logits.contiguous(memory_format=layout), labels)
+    loss, per_image = cross_entropy(logits.contiguous(memory_format=layout), labels)
     ref = torch.nn.functional.cross_entropy(logits, labels, ignore_index=255)
     assert float(loss.detach()) == pytest.approx(float(ref), rel=1e-6)
     for b in range(3):
@@ -311,21 +294,20 @@ def test_help_runs() -> None:
 
 
 def test_window_ends() -> None:
-    params = train_params(iterations=100, checkpoint_every=30, has={"refresh_every": 20})
-    recipe = T.Recipe.from_params(params["training"])
-    assert T.window_end(0, recipe, use_has=True) == 20
-    assert T.window_end(20, recipe, use_has=True) == 30
-    assert T.window_end(30, recipe, use_has=True) == 40
-    assert T.window_end(0, recipe, use_has=False) == 30
-    assert T.window_end(95, recipe, use_has=False) == 100
+    assert window_end(0, 100, 30, 20) == 20
+    assert window_end(20, 100, 30, 20) == 30
+    assert window_end(30, 100, 30, 20) == 40
+    assert window_end(0, 100, 30) == 30
+    assert window_end(95, 100, 30) == 100
 
 
 def test_workers_do_not_change_the_run(lists, tmp_path) -> None:
-    params = train_params(seed=2, iterations=6, checkpoint_every=3, has={"refresh_every": 2})
+    params = train_params(seed=2, iterations=6, has={"refresh_every": 2})
     params["experiment"] = _experiment("has", False, False, True)
-    one = T.train(params, lists["combined"], tmp_path / "w0")
-    params["training"]["workers"] = 2
-    two = T.train(params, lists["combined"], tmp_path / "w2")
+    one = T.train(params, lists["combined"], tmp_path / "w0", options(checkpoint_every=3))
+    two = T.train(
+        params, lists["combined"], tmp_path / "w2", options(checkpoint_every=3, workers=2)
+    )
     for key, value in one.model.state_dict().items():
         assert torch.equal(value, two.model.state_dict()[key]), key
     assert torch.equal(one.sampler.scores, two.sampler.scores)
@@ -335,9 +317,8 @@ def test_training_set_items(lists) -> None:
     from flexseg.data.lists import read_data_list
     from flexseg.data.training_set import Draw, TrainingSet
 
-    params = train_params()
-    entries = read_data_list(lists["combined"])
-    data = TrainingSet(entries, params["training"], seed=0)
+    recipe = build(T.Recipe, train_params()["training"])
+    data = TrainingSet(read_data_list(lists["combined"]), recipe.transforms, seed=0)
     assert len(data) == 14
     item = data[Draw(5, 3)]
     assert item.image.shape == (3, 32, 32) and item.image.dtype == torch.float32

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from flexseg.config import build
 from flexseg.data import transforms as T
 from flexseg.labels import IGNORE_INDEX
 
@@ -368,5 +369,5 @@ def test_settings_from_training_section() -> None:
         "flip": True,
         "photometric": True,
     }
-    s = T.PipelineSettings.from_training(training)
+    s = build(T.PipelineSettings, training)
     assert s.source_resize == (320, 180) and s.generated_resize is None and s.crop_size == 128

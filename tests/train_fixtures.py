@@ -110,6 +110,14 @@ def write_lists(root: Path) -> dict[str, Path]:
     return paths
 
 
+# The execution options of the training tests (``flexseg.train.Execution``).
+OPTIONS = {"threads": 1, "workers": 0, "device": "cpu", "log_every": 1, "checkpoint_every": 10}
+
+
+def options(**changes: Any) -> dict[str, Any]:
+    return {**OPTIONS, **changes}
+
+
 def train_params(experiment: str = "flexseg", seed: int = 0, **training: Any) -> dict[str, Any]:
     """The ``train`` stage slice of the default config with the tiny model and a small recipe."""
     config = load_config()
@@ -123,12 +131,6 @@ def train_params(experiment: str = "flexseg", seed: int = 0, **training: Any) ->
         "warmup_iters": 0,
         "source_resize": [72, 40],
         "rcs_recrop_min_pixels": 10,
-        "checkpoint_every": 10,
-        "log_every": 1,
-        "threads": 1,
-        "workers": 0,
-        "nproc": 1,
-        "device": "cpu",
     }
     small.update(training)
     for key, value in small.items():

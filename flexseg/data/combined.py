@@ -30,13 +30,13 @@ from typing import Any
 
 from flexseg.config import ConfigError, add_params_arguments, params_from_args
 from flexseg.data.lists import ListEntry, entry_from_ref, read_data_list, write_data_list
-from flexseg.data.readers import list_samples
+from flexseg.data.readers import DatasetEntry, list_samples
 from flexseg.io import DataError
 
 MANIFEST_COLUMNS = ("image", "label", "condition")
 
 
-def source_entries(entry: Mapping[str, Any]) -> list[ListEntry]:
+def source_entries(entry: Mapping[str, Any] | DatasetEntry) -> list[ListEntry]:
     """Every sample of the source dataset entry."""
     return [entry_from_ref(ref, "source") for ref in list_samples(entry)]
 
@@ -138,12 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
 def run(
     kind: str, params: Mapping[str, Any], subset: Path | None, generated: Path | None, out: Path
 ) -> None:
+    """Write the ``kind`` data list; ``params`` is the validated ``combine`` slice."""
     if kind == "source":
-        if "source" not in params:
-            raise ConfigError(f"stage params lack 'source' (have: {sorted(params)})")
         entries = source_entries(params["source"])
         write_checked(out, entries, {"source": len(entries)})
-        print(f"source: {len(entries)} images of {params['source'].get('name', '')} -> {out}")
+        print(f"source: {len(entries)} images of {params['source']['name']} -> {out}")
         return
     if generated is None:
         raise ConfigError(f"{kind} needs --generated MANIFEST")

@@ -47,11 +47,12 @@ from typing import Any
 
 import numpy as np
 
-from flexseg.config import ConfigError, add_params_arguments, params_from_args
+from flexseg.config import ConfigError, add_params_arguments, build, params_from_args
 from flexseg.data.lists import ListEntry, entry_from_ref, write_data_list
 from flexseg.data.readers import (
     ID_MAPS,
     UNMAPPED,
+    DatasetEntry,
     SampleRef,
     list_samples,
     map_label,
@@ -60,16 +61,6 @@ from flexseg.io import DataError, opencv_single_threaded, read_label, write_text
 from flexseg.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 
 log = logging.getLogger(__name__)
-
-
-def param(params: Mapping[str, Any], key: str) -> Any:
-    """``params["a"]["b"]`` for ``key = "a.b"``; a missing key is a ConfigError naming it."""
-    node: Any = params
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            raise ConfigError(f"stage params lack {key!r} (have: {sorted(params)})")
-        node = node[part]
-    return node
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,10 +124,11 @@ def count_classes(ref: SampleRef) -> FileCount:
     )
 
 
-def compute_class_stats(entry: Mapping[str, Any], workers: int) -> ClassStats:
+def compute_class_stats(entry: Mapping[str, Any] | DatasetEntry, workers: int) -> ClassStats:
     """Class statistics of every sample of a dataset entry, counted by ``workers`` processes."""
     if workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}")
+    entry = DatasetEntry.read(entry)
     refs = list_samples(entry)
     if workers == 1 or len(refs) < 2:
         counts = [count_classes(r) for r in refs]
@@ -151,12 +143,12 @@ def compute_class_stats(entry: Mapping[str, Any], workers: int) -> ClassStats:
     ]
     if mismatched:
         raise DataError(
-            f"{len(mismatched)} samples under {entry['root']} have an image and a label of "
+            f"{len(mismatched)} samples under {entry.root} have an image and a label of "
             f"different sizes: {', '.join(mismatched[:10])}"
             f"{' ...' if len(mismatched) > 10 else ''}; list their names under the dataset "
             "entry's exclude (or fix the files)"
         )
-    dataset = str(entry.get("name") or entry["root"])
+    dataset = entry.name or entry.root
     unmapped: dict[int, int] = {}
     for ref, c in zip(refs, counts, strict=True):
         UNMAPPED.record(dataset, ref.label_map, ref.label, c.unmapped)
@@ -388,8 +380,19 @@ def select_crop(
 # Commands
 
 
+@dataclass(frozen=True)
+class SubsetSettings:
+    """``rcs`` of the ``rcs_subset`` slice (not ``workers``: it does not change the subset)."""
+
+    temperature: float
+    min_pixels: int
+    subset_size: int
+    seed: int
+
+
 def run_stats(params: Mapping[str, Any], out: Path, workers: int) -> ClassStats:
-    stats = compute_class_stats(param(params, "source"), workers)
+    """``params``: the validated ``class_stats`` slice."""
+    stats = compute_class_stats(params["source"], workers)
     write_class_stats(out, stats)
     print(
         f"class statistics of {stats.dataset}: {len(stats.refs)} images, "
@@ -399,14 +402,10 @@ def run_stats(params: Mapping[str, Any], out: Path, workers: int) -> ClassStats:
 
 
 def run_subset(params: Mapping[str, Any], stats_path: Path, out: Path) -> list[ListEntry]:
+    """``params``: the validated ``rcs_subset`` slice."""
+    s = build(SubsetSettings, params["rcs"])
     stats = read_class_stats(stats_path)
-    picks = rare_class_subset(
-        stats,
-        size=int(param(params, "rcs.subset_size")),
-        min_pixels=int(param(params, "rcs.min_pixels")),
-        temperature=float(param(params, "rcs.temperature")),
-        seed=int(param(params, "rcs.seed")),
-    )
+    picks = rare_class_subset(stats, s.subset_size, s.min_pixels, s.temperature, s.seed)
     entries = [entry_from_ref(stats.refs[p.index], "source", p.rcs_class) for p in picks]
     write_data_list(out, entries)
     per_class = np.bincount([p.rcs_class for p in picks], minlength=NUM_CLASSES)

@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from flexseg.config import ConfigError
+from flexseg.config import DATASET_ENTRY, ConfigError, build, read_part
 from flexseg.io import DataError, read_image, read_label
 from flexseg.labels import (
     ACDC_CONDITIONS,
@@ -67,7 +67,6 @@ from flexseg.labels import (
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("gta", "cityscapes", "bdd100k", "mapillary", "acdc", "dark_zurich", "generated")
 DEFAULT_SPLITS = {
     "cityscapes": "val",
     "bdd100k": "val",
@@ -201,45 +200,47 @@ def load_sample(ref: SampleRef) -> tuple[np.ndarray, np.ndarray]:
 # Listing
 
 
-def list_samples(entry: Mapping[str, Any]) -> list[SampleRef]:
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A ``datasets.<name>`` entry (workflow/schemas/datasets.schema.yaml) with its ``name``."""
+
+    format: str
+    root: str
+    exclude: tuple[str, ...]
+    name: str = ""  # the key of the entry; the stage slices add it
+    split: str | None = None  # the format's DEFAULT_SPLITS entry when unset
+    conditions: tuple[str, ...] | None = None  # acdc only; all of ACDC_CONDITIONS when unset
+
+    @classmethod
+    def read(cls, entry: Mapping[str, Any] | DatasetEntry) -> DatasetEntry:
+        """An entry checked against the schema, or one already read."""
+        if isinstance(entry, DatasetEntry):
+            return entry
+        where = f"datasets.{entry['name']}" if entry.get("name") else "dataset entry"
+        out = build(cls, read_part(entry, DATASET_ENTRY, where))
+        if out.format in ("gta", "generated") and out.split:
+            raise ConfigError(
+                f"{where}: format {out.format} has no splits, but split is {out.split!r}"
+            )
+        if out.format != "acdc" and out.conditions:
+            raise ConfigError(
+                f"{where}: only the acdc format takes conditions, but format {out.format} has "
+                f"conditions {list(out.conditions)}"
+            )
+        return out
+
+
+def list_samples(entry: Mapping[str, Any] | DatasetEntry) -> list[SampleRef]:
     """Every sample of a ``datasets.<name>`` entry, sorted by image path."""
-    fmt = entry.get("format")
-    if fmt not in _LISTERS:
-        raise ConfigError(
-            f"dataset entry {entry.get('name', '')!r}: unknown format {fmt!r} "
-            f"(expected one of {', '.join(FORMATS)})"
-        )
-    if "root" not in entry:
-        raise ConfigError(f"dataset entry {entry.get('name', '')!r} has no root")
-    root = Path(entry["root"])
+    entry = DatasetEntry.read(entry)
+    root = Path(entry.root)
     if not root.is_dir():
-        raise DataError(f"dataset root not found: {root} (format {fmt})")
-    _check_options(entry, fmt)
-    dataset = str(entry.get("name") or root)
-    refs = _LISTERS[fmt](root, entry, dataset)
-    refs = _apply_exclude(refs, entry.get("exclude", ()), root)
+        raise DataError(f"dataset root not found: {root} (format {entry.format})")
+    refs = _LISTERS[entry.format](root, entry, entry.name or str(root))
+    refs = _apply_exclude(refs, entry.exclude, root)
     refs.sort(key=lambda r: str(r.image))
     _check_unique_names(refs, root)
     return refs
-
-
-def _check_options(entry: Mapping[str, Any], fmt: str) -> None:
-    if fmt in ("gta", "generated") and entry.get("split"):
-        raise ConfigError(
-            f"dataset {entry.get('name', entry['root'])!r}: format {fmt} has no splits, but "
-            f"split is {entry['split']!r}"
-        )
-    if fmt != "acdc" and entry.get("conditions"):
-        raise ConfigError(
-            f"dataset {entry.get('name', entry['root'])!r}: only the acdc format takes "
-            f"conditions, but format {fmt} has conditions {entry['conditions']}"
-        )
-    for cond in entry.get("conditions") or ():
-        if cond not in ACDC_CONDITIONS:
-            raise ConfigError(
-                f"dataset {entry.get('name', entry['root'])!r}: unknown ACDC condition {cond!r} "
-                f"(expected among {', '.join(ACDC_CONDITIONS)})"
-            )
 
 
 def _apply_exclude(refs: list[SampleRef], exclude: Iterable[str], root: Path) -> list[SampleRef]:
@@ -338,11 +339,11 @@ def _strip(name: str, suffix: str) -> str:
     return name[: -len(suffix)] if name.endswith(suffix) else name
 
 
-def _split(entry: Mapping[str, Any], fmt: str) -> str:
-    return str(entry.get("split") or DEFAULT_SPLITS[fmt])
+def _split(entry: DatasetEntry, fmt: str) -> str:
+    return entry.split or DEFAULT_SPLITS[fmt]
 
 
-def _list_gta(root: Path, entry: Mapping[str, Any], dataset: str) -> list[SampleRef]:
+def _list_gta(root: Path, entry: DatasetEntry, dataset: str) -> list[SampleRef]:
     images_dir = _require_dir(root, "images", "images/*.png and labels/*.png")
     labels_dir = _require_dir(root, "labels", "images/*.png and labels/*.png")
     images = _images(images_dir, "*.png", root, "images/*.png")
@@ -356,7 +357,7 @@ def _list_gta(root: Path, entry: Mapping[str, Any], dataset: str) -> list[Sample
     return _pair(images, label_for, lambda p: p.stem, root, dataset)
 
 
-def _list_cityscapes(root: Path, entry: Mapping[str, Any], dataset: str) -> list[SampleRef]:
+def _list_cityscapes(root: Path, entry: DatasetEntry, dataset: str) -> list[SampleRef]:
     split = _split(entry, "cityscapes")
     pattern = f"leftImg8bit/{split}/<city>/*_leftImg8bit.png"
     images_dir = _require_dir(root, f"leftImg8bit/{split}", pattern)
@@ -374,7 +375,7 @@ def _list_cityscapes(root: Path, entry: Mapping[str, Any], dataset: str) -> list
     return _pair(images, label_for, lambda p: _strip(p.name, "_leftImg8bit.png"), root, dataset)
 
 
-def _list_bdd100k(root: Path, entry: Mapping[str, Any], dataset: str) -> list[SampleRef]:
+def _list_bdd100k(root: Path, entry: DatasetEntry, dataset: str) -> list[SampleRef]:
     split = _split(entry, "bdd100k")
     pattern = f"images/10k/{split}/*.jpg"
     images_dir = _require_dir(root, f"images/10k/{split}", pattern)
@@ -389,7 +390,7 @@ def _list_bdd100k(root: Path, entry: Mapping[str, Any], dataset: str) -> list[Sa
     return _pair(images, label_for, lambda p: p.stem, root, dataset)
 
 
-def _list_mapillary(root: Path, entry: Mapping[str, Any], dataset: str) -> list[SampleRef]:
+def _list_mapillary(root: Path, entry: DatasetEntry, dataset: str) -> list[SampleRef]:
     split = _split(entry, "mapillary")
     pattern = f"{split}/images/*.jpg"
     images_dir = _require_dir(root, f"{split}/images", pattern)
@@ -412,10 +413,10 @@ def _list_mapillary(root: Path, entry: Mapping[str, Any], dataset: str) -> list[
     return _pair(images, label_for, lambda p: p.stem, root, dataset)
 
 
-def _list_acdc(root: Path, entry: Mapping[str, Any], dataset: str) -> list[SampleRef]:
+def _list_acdc(root: Path, entry: DatasetEntry, dataset: str) -> list[SampleRef]:
     split = _split(entry, "acdc")
     refs: list[SampleRef] = []
-    for cond in entry.get("conditions") or ACDC_CONDITIONS:
+    for cond in entry.conditions or ACDC_CONDITIONS:
         pattern = f"rgb_anon/{cond}/{split}/<seq>/*_rgb_anon.png"
         images_dir = _require_dir(root, f"rgb_anon/{cond}/{split}", pattern)
         labels_dir = _require_dir(
@@ -440,7 +441,7 @@ def _list_acdc(root: Path, entry: Mapping[str, Any], dataset: str) -> list[Sampl
     return refs
 
 
-def _list_dark_zurich(root: Path, entry: Mapping[str, Any], dataset: str) -> list[SampleRef]:
+def _list_dark_zurich(root: Path, entry: DatasetEntry, dataset: str) -> list[SampleRef]:
     split = _split(entry, "dark_zurich")
     pattern = f"rgb_anon/{split}/night/<seq>/*_rgb_anon.png"
     images_dir = _require_dir(root, f"rgb_anon/{split}/night", pattern)
@@ -486,7 +487,7 @@ def read_manifest_conditions(path: Path) -> dict[str, str]:
     return out
 
 
-def _list_generated(root: Path, entry: Mapping[str, Any], dataset: str) -> list[SampleRef]:
+def _list_generated(root: Path, entry: DatasetEntry, dataset: str) -> list[SampleRef]:
     pattern = "images/*.png and labels/*_labelTrainIds.png"
     images_dir = _require_dir(root, "images", pattern)
     labels_dir = _require_dir(root, "labels", pattern)
@@ -517,7 +518,7 @@ def _list_generated(root: Path, entry: Mapping[str, Any], dataset: str) -> list[
     )
 
 
-_LISTERS: dict[str, Callable[[Path, Mapping[str, Any], str], list[SampleRef]]] = {
+_LISTERS: dict[str, Callable[[Path, DatasetEntry, str], list[SampleRef]]] = {
     "gta": _list_gta,
     "cityscapes": _list_cityscapes,
     "bdd100k": _list_bdd100k,

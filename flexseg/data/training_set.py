@@ -12,23 +12,33 @@ every process of a distributed run draws different images from one shared stream
 ``EpochOrder`` is the sampler used without Hardness-Aware Sampling: epochs are seeded
 permutations of the list (no image repeats within an epoch); each iteration takes the next
 ``world * batch`` positions, and the tail that does not fill a whole iteration is dropped, as
-mmseg's ``drop_last`` loader does.
+mmseg's ``drop_last`` loader does. With HAS the indices come from ``flexseg.sampling``.
+
+``BatchPlan`` hands the DataLoader the draws of a window of iterations: the trainer opens a new
+loader iterator for each window between HAS refreshes and checkpoints (``window_end``), so every
+draw of a window happens after the preceding refresh and a checkpoint never falls on draws made
+ahead (prefetched) but not yet trained on. So data order and augmentation are pure functions of
+(seed, draw number, image), and on a CPU a resumed run ends bitwise identical to an
+uninterrupted one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from flexseg.config import Experiment
 from flexseg.data.lists import ListEntry, to_sample_ref
 from flexseg.data.readers import load_sample
 from flexseg.data.transforms import PipelineSettings, transform_sample
 from flexseg.io import DataError
+from flexseg.sampling import HardnessSampler
 
 
 class Draw(NamedTuple):
@@ -61,6 +71,27 @@ def count_parts(entries: Sequence[ListEntry]) -> PartCounts:
     )
 
 
+def check_parts(experiment: Experiment, data_path: Path, parts: PartCounts) -> None:
+    """The data list must hold the parts the experiment trains on (and only those)."""
+    need_source = experiment.data in ("source", "combined")
+    need_generated = experiment.data in ("generated", "combined")
+    source, generated = parts.source, parts.generated
+    problems = []
+    if need_source and source == 0:
+        problems.append("no source rows")
+    if need_generated and generated == 0:
+        problems.append("no generated rows")
+    if not need_source and source > 0:
+        problems.append(f"{source} source rows")
+    if not need_generated and generated > 0:
+        problems.append(f"{generated} generated rows")
+    if problems:
+        raise DataError(
+            f"{data_path}: experiment {experiment.name!r} trains on {experiment.data!r} data, but "
+            f"the list has {' and '.join(problems)} (source {source}, generated {generated})"
+        )
+
+
 def draw_number(iteration: int, rank: int, world: int, batch: int, slot: int) -> int:
     """The global draw number of batch slot ``slot`` of process ``rank`` at ``iteration``."""
     return (iteration * world + rank) * batch + slot
@@ -74,11 +105,11 @@ def item_rng(seed: int, draw: int, index: int) -> np.random.Generator:
 class TrainingSet(Dataset):
     """Map-style dataset indexed by ``Draw`` keys; returns ``TrainingItem``."""
 
-    def __init__(self, entries: Sequence[ListEntry], training_cfg: Mapping[str, Any], seed: int):
+    def __init__(self, entries: Sequence[ListEntry], settings: PipelineSettings, seed: int):
         if not entries:
             raise DataError("TrainingSet: the data list is empty")
         self.entries = list(entries)
-        self.settings = PipelineSettings.from_training(dict(training_cfg))
+        self.settings = settings
         self.seed = int(seed)
         self._refs = [to_sample_ref(e, dataset=e.part) for e in self.entries]
 
@@ -133,3 +164,54 @@ class EpochOrder:
         perm = self._permutation(epoch)
         start = (step * self.world + rank) * self.batch
         return [int(i) for i in perm[start : start + self.batch]]
+
+
+class BatchPlan:
+    """The DataLoader's batch sampler: the ``Draw`` keys of iterations ``[start, stop)`` of
+    process ``rank`` of ``world``, image indices from ``indices(iteration)``."""
+
+    def __init__(
+        self, indices: Callable[[int], list[int]], rank: int, world: int, batch_size: int
+    ) -> None:
+        self.indices = indices
+        self.rank, self.world, self.batch_size = rank, world, batch_size
+        self.start = self.stop = 0
+
+    def set_window(self, start: int, stop: int) -> None:
+        self.start, self.stop = start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __iter__(self) -> Iterator[list[Draw]]:
+        for it in range(self.start, self.stop):
+            idx = self.indices(it)
+            if len(idx) != self.batch_size:
+                raise RuntimeError(
+                    f"iteration {it}: {len(idx)} indices for batch {self.batch_size}"
+                )
+            yield [
+                Draw(draw_number(it, self.rank, self.world, self.batch_size, j), i)
+                for j, i in enumerate(idx)
+            ]
+
+
+def sampler_indices(sampler: HardnessSampler, batch_size: int) -> Callable[[int], list[int]]:
+    """A batch of HAS draws per iteration, checked to be the iteration's draws."""
+
+    def indices(iteration: int) -> list[int]:
+        expected = iteration * batch_size
+        if sampler.draws != expected:
+            raise RuntimeError(
+                f"HAS sampler out of step: {sampler.draws} draws before iteration {iteration}, "
+                f"expected {expected}"
+            )
+        return [sampler.draw() for _ in range(batch_size)]
+
+    return indices
+
+
+def window_end(iteration: int, iterations: int, *every: int) -> int:
+    """The end of the loader window that starts at ``iteration``: the run's end or the next
+    multiple of any of ``every`` (checkpoint and HAS refresh intervals), whichever comes first."""
+    return min(iterations, *((iteration // e + 1) * e for e in every))

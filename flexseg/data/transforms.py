@@ -60,7 +60,7 @@ class CropBox:
 
 @dataclass(frozen=True)
 class PipelineSettings:
-    """The transform settings of ``training`` (see config/config.yaml)."""
+    """The transform settings of ``training`` (workflow/schemas/training.schema.yaml)."""
 
     crop_size: int
     source_resize: tuple[int, int] | None
@@ -70,22 +70,6 @@ class PipelineSettings:
     rcs_recrop_tries: int
     flip: bool
     photometric: bool
-
-    @classmethod
-    def from_training(cls, training: dict) -> PipelineSettings:
-        def box(value: Sequence[int] | None) -> tuple[int, int] | None:
-            return None if value is None else (int(value[0]), int(value[1]))
-
-        return cls(
-            crop_size=int(training["crop_size"]),
-            source_resize=box(training["source_resize"]),
-            generated_resize=box(training["generated_resize"]),
-            cat_max_ratio=float(training["cat_max_ratio"]),
-            rcs_recrop_min_pixels=int(training["rcs_recrop_min_pixels"]),
-            rcs_recrop_tries=int(training["rcs_recrop_tries"]),
-            flip=bool(training["flip"]),
-            photometric=bool(training["photometric"]),
-        )
 
 
 @dataclass

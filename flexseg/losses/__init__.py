@@ -1,14 +1,5 @@
-"""The FLEX-Seg losses: boundary masks (Eqs. 1, 3), UBE (Eqs. 7-8), GAP (Eqs. 4-6) and
-DAFormer's ImageNet feature distance.
-
-The training objective (Eq. 9) is assembled by the trainer:
-
-    L = sum_o weight_o * L_UBE(o) + lambda_gap * L_GAP + lambda_fd * L_FD
-
-over the segmentor's outputs o (DAFormer: one of weight 1; HRDA: fused 0.9, detail 0.1), with
-lambda_gap = 0.5 (``training.gap.weight``) and lambda_fd = 0.005 (``training.feature_distance``).
-With UBE off, ``ube_loss(..., alpha=0)`` is the plain mean cross-entropy; with GAP off the bank
-and its term are left out.
+"""The FLEX-Seg losses: boundary masks (Eqs. 1, 3), UBE (Eqs. 7-8), GAP (Eqs. 4-6), DAFormer's
+ImageNet feature distance, and the training objective that sums them (Eq. 9, ``objective.py``).
 """
 
 from flexseg.losses.boundary import boundary_mask, downsample_labels, granularity_masks
@@ -23,10 +14,22 @@ from flexseg.losses.gap import (
     imbalance_weights,
     prototype_info_nce,
 )
+from flexseg.losses.objective import (
+    FeatureDistanceSettings,
+    GapSettings,
+    LossTerms,
+    Objective,
+    UbeSettings,
+)
 from flexseg.losses.ube import UBEResult, ube_loss
 
 __all__ = [
+    "FeatureDistanceSettings",
     "GAPResult",
+    "GapSettings",
+    "LossTerms",
+    "Objective",
+    "UbeSettings",
     "PrototypeBank",
     "UBEResult",
     "UpdateBatch",

@@ -7,8 +7,7 @@ prototypes, updated pixel by pixel with momentum, and a weighted prototype InfoN
                                                                                           (Eq. 5)
     w_{c,g}   = (max(u) + 1) / (u_{c,g} + 1) / Z,  Z such that max w = 1                  (Eq. 6)
 
-The total objective (Eq. 9) is L_UBE + lambda_gap L_GAP with lambda_gap = 0.5; the trainer adds
-the terms (it also weights the UBE terms of HRDA's several outputs).
+The objective that adds this term to the segmentation loss (Eq. 9) is ``objective.py``.
 
 Decisions the paper leaves open:
 

@@ -1,9 +1,9 @@
-"""The encoder-decoder segmentor (DAFormer-style) and the parsing of a ``models.<name>`` entry.
+"""The encoder-decoder segmentor (DAFormer-style) and the typed ``models.<name>`` entry.
 
 A ``Segmentor`` is an encoder (MiT or ResNet) and one decode head. Training gives a list of
-``SegOutput``; the trainer sums ``weight x CE(upsampled logits, labels)`` over it and takes the GAP
-feature and the last encoder stage (ImageNet feature distance) from the same outputs. For DAFormer
-the list has one output of weight 1, supervised with the input labels.
+``SegOutput``, the terms of the objective (``flexseg.losses.objective``): logits with their labels
+and loss weight, the GAP feature and the last encoder stage (ImageNet feature distance). For
+DAFormer the list has one output of weight 1, supervised with the input labels.
 
 Decisions the paper leaves open:
 - ``predict`` resizes the head's logits bilinearly (align_corners False) to the input size and
@@ -22,18 +22,16 @@ Decisions the paper leaves open:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from flexseg.config import ConfigError
+from flexseg.config import MODEL_ENTRY, ConfigError, build, read_part
 from flexseg.models.encoders import MiTEncoder, ResNetEncoder
 from flexseg.models.heads import DAFormerHead, DeepLabV2Head, HeadOutput, resize
 
-ENCODERS: dict[str, type[nn.Module]] = {"mit": MiTEncoder, "resnet": ResNetEncoder}
-HEADS: dict[str, type[nn.Module]] = {"daformer": DAFormerHead, "deeplabv2": DeepLabV2Head}
 DEFAULT_DILATIONS: dict[str, tuple[int, ...]] = {"daformer": (1, 6, 12, 18), "deeplabv2": (6, 12)}
 
 
@@ -56,33 +54,33 @@ class SegOutput:
 
 
 # ---------------------------------------------------------------------------------------------
-# The model config, parsed into explicit fields (defaults as in workflow/schemas/models.schema.yaml)
+# The model config: a ``models.<name>`` entry, checked by workflow/schemas/models.schema.yaml
 
 
 @dataclass(frozen=True)
 class EncoderSpec:
     type: str
-    pretrained: str | None = None
-    name: str | None = None
-    config: dict[str, Any] = field(default_factory=dict)
+    pretrained: str | None
+    config: dict[str, Any]
+    name: str | None = None  # resnet only: the timm model name (the encoder's default if unset)
 
 
 @dataclass(frozen=True)
 class HeadSpec:
-    type: str = "daformer"
-    embed_dim: int = 256
-    fusion_dim: int = 256
-    dilations: tuple[int, ...] = (1, 6, 12, 18)
-    dropout: float = 0.1
+    type: str
+    embed_dim: int
+    fusion_dim: int
+    dilations: tuple[int, ...]
+    dropout: float
 
 
 @dataclass(frozen=True)
 class HrdaSpec:
-    context_scale: float = 0.5
-    detail_crop: int = 512
-    fused_weight: float = 0.9
-    detail_weight: float = 0.1
-    attention_embed_dim: int = 256
+    context_scale: float
+    detail_crop: int
+    fused_weight: float
+    detail_weight: float
+    attention_embed_dim: int
 
 
 @dataclass(frozen=True)
@@ -91,87 +89,24 @@ class ModelSpec:
     encoder: EncoderSpec
     head: HeadSpec
     hrda: HrdaSpec
-    test_scale_factor: float = 1.0
+    test_scale_factor: float
     name: str = ""
 
 
-def _section(cfg: Any, allowed: Sequence[str], where: str) -> dict[str, Any]:
-    if not isinstance(cfg, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {type(cfg).__name__}")
-    for key in cfg:
-        if key not in allowed:
-            raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(allowed)})")
-    return dict(cfg)
-
-
-def _choice(value: Any, choices: Mapping[str, Any], where: str) -> str:
-    if value not in choices:
-        raise ConfigError(f"{where}: {value!r} is not one of {sorted(choices)}")
-    return value
-
-
 def parse_model_config(cfg: Mapping[str, Any]) -> ModelSpec:
-    """A ``models.<name>`` entry as a ModelSpec; unknown keys or values raise ConfigError."""
-    # "training" holds per-model overrides of the training recipe (flexseg.config merges them);
-    # the model itself does not read it.
-    top = _section(
-        cfg,
-        ("name", "architecture", "encoder", "head", "hrda", "test_scale_factor", "training"),
-        "model",
-    )
-    where = f"models.{top['name']}" if top.get("name") else "model"
-    for key in ("architecture", "encoder"):
-        if key not in top:
-            raise ConfigError(f"{where}: missing key {key!r}")
-    architecture = _choice(top["architecture"], {"daformer": 0, "hrda": 0}, f"{where}.architecture")
-
-    enc = _section(top["encoder"], ("type", "pretrained", "name", "config"), f"{where}.encoder")
-    if "type" not in enc:
-        raise ConfigError(f"{where}.encoder: missing key 'type'")
-    enc_type = _choice(enc["type"], ENCODERS, f"{where}.encoder.type")
-    if enc_type == "mit" and enc.get("name") is not None:
-        raise ConfigError(f"{where}.encoder.name: only resnet encoders take a timm model name")
-    encoder = EncoderSpec(
-        type=enc_type,
-        pretrained=enc.get("pretrained"),
-        name=enc.get("name"),
-        config=dict(enc.get("config") or {}),
-    )
-
-    hd = _section(
-        top.get("head", {}),
-        ("type", "embed_dim", "fusion_dim", "dilations", "dropout"),
-        f"{where}.head",
-    )
-    head_type = _choice(hd.get("type", "daformer"), HEADS, f"{where}.head.type")
-    head = HeadSpec(
-        type=head_type,
-        embed_dim=int(hd.get("embed_dim", 256)),
-        fusion_dim=int(hd.get("fusion_dim", 256)),
-        dilations=tuple(int(d) for d in hd.get("dilations", DEFAULT_DILATIONS[head_type])),
-        dropout=float(hd.get("dropout", 0.1)),
-    )
-
-    hr = _section(
-        top.get("hrda", {}),
-        ("context_scale", "detail_crop", "fused_weight", "detail_weight", "attention_embed_dim"),
-        f"{where}.hrda",
-    )
-    hrda = HrdaSpec(
-        context_scale=float(hr.get("context_scale", 0.5)),
-        detail_crop=int(hr.get("detail_crop", 512)),
-        fused_weight=float(hr.get("fused_weight", 0.9)),
-        detail_weight=float(hr.get("detail_weight", 0.1)),
-        attention_embed_dim=int(hr.get("attention_embed_dim", 256)),
-    )
-    return ModelSpec(
-        architecture=architecture,
-        encoder=encoder,
-        head=head,
-        hrda=hrda,
-        test_scale_factor=float(top.get("test_scale_factor", 1.0)),
-        name=str(top.get("name", "")),
-    )
+    """A ``models.<name>`` entry (with its ``name``, as the train slice's ``model``) as a
+    ModelSpec; unknown keys or values raise ConfigError naming them."""
+    name = cfg.get("name") if isinstance(cfg, Mapping) else None
+    data = read_part(cfg, MODEL_ENTRY, where=f"models.{name}" if name else "model")
+    # per-model overrides of the training recipe (merged into the train slice's training)
+    data.pop("training")
+    if data["encoder"]["type"] == "mit" and data["encoder"].get("name") is not None:
+        raise ConfigError(
+            f"models.{name}.encoder.name: only resnet encoders take a timm model name"
+        )
+    # The dilations' default depends on the head type.
+    data["head"].setdefault("dilations", DEFAULT_DILATIONS[data["head"]["type"]])
+    return build(ModelSpec, data)
 
 
 def build_encoder(spec: EncoderSpec, where: str = "encoder") -> MiTEncoder | ResNetEncoder:

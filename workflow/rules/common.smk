@@ -5,7 +5,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir)))
 
-from flexseg.config import ConfigError, params_json, quality_run, training_runs, validate
+from flexseg.config import ConfigError, execution_values, experiment_titles, params_json
+from flexseg.config import quality_run, training_runs, validate
 
 
 # The jobs' `python` is the one running Snakemake (the project's .venv): its folder goes first on
@@ -55,6 +56,12 @@ def cpu_load(wildcards):
 def stage(name):
     """The params function of a rule: its config slice as JSON (what Snakemake compares)."""
     return lambda wildcards: params_json(config, name, **dict(wildcards.items()))
+
+
+def execution(name):
+    """A stage's execution settings (threads aside), as resources: they change no output, so
+    unlike params they never trigger a rerun."""
+    return {k: v for k, v in execution_values(config, name).items() if k != "threads"}
 
 
 def demo_world():

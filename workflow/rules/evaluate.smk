@@ -1,7 +1,5 @@
 # One evaluation job per (run, dataset): mIoU, per-class IoU, boundary/interior error, panels;
 # then the paper's Fig. 5 per (model, dataset) from the panel tiles of the compared runs.
-from flexseg.config import stage_params
-
 
 rule evaluate:
     input:
@@ -27,11 +25,13 @@ rule evaluate:
     resources:
         gpu=1,
         cpu_load=cpu_load,
+        **execution("evaluate"),
     conda:
         "../envs/flexseg.yaml"
     shell:
         gpu_job(
             "python -m flexseg.evaluate --params {params.p:q} --checkpoint {input.model} --threads {threads} "
+            "--device {resources.device} "
             "--out-dir results/evaluate/{wildcards.experiment}/{wildcards.model}/seed{wildcards.seed}/{wildcards.dataset} "
             "> {log} 2>&1"
         )
@@ -52,7 +52,7 @@ rule compare_panels:
             labels={"model": "{model}", "dataset": "{dataset}"},
         ),
     params:
-        titles=lambda w: stage_params(config, "compare_panels")["titles"],
+        titles=experiment_titles(config, config["tables"]["compare_panels"]),
     log:
         "logs/compare_panels/{model}/{dataset}.log",
     conda:

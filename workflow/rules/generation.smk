@@ -127,13 +127,15 @@ rule generate_shard:
     resources:
         gpu=1,
         cpu_load=cpu_load,
+        **execution("generate"),
     conda:
         "../envs/flexseg.yaml"
     shell:
         gpu_job(
             "python -m generation.shard --params {params.p:q} --jobs {input.jobs} --shard {wildcards.shard} "
             "--num-shards {params.shards} {params.models} --out-dir results/generation/shards/{wildcards.shard} "
-            "--threads {threads} > {log} 2>&1"
+            "--threads {threads} --tile-batch {resources.tile_batch} --device {resources.device} "
+            "> {log} 2>&1"
         )
 
 

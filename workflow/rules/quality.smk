@@ -23,12 +23,14 @@ rule quality_score:
     resources:
         gpu=1,
         cpu_load=cpu_load,
+        **execution("quality"),
     conda:
         "../envs/flexseg.yaml"
     shell:
         gpu_job(
             "python -m flexseg.quality score --params {params.p:q} --manifest {input.manifest} "
-            "--checkpoint {input.model:q} --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+            "--checkpoint {input.model:q} --out-dir {params.out_dir} --threads {threads} "
+            "--device {resources.device} > {log} 2>&1"
         )
 
 
@@ -49,12 +51,14 @@ rule quality_reference:
     resources:
         gpu=1,
         cpu_load=cpu_load,
+        **execution("evaluate"),
     conda:
         "../envs/flexseg.yaml"
     shell:
         gpu_job(
             "python -m flexseg.evaluate --params {params.p:q} --checkpoint {input.model:q} "
-            "--threads {threads} --out-dir {params.out_dir} > {log} 2>&1"
+            "--threads {threads} --device {resources.device} --out-dir {params.out_dir} "
+            "> {log} 2>&1"
         )
 
 

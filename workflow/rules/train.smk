@@ -9,7 +9,6 @@ rule train:
         log_csv="results/train/{experiment}/{model}/seed{seed}/loss_log.csv",
     params:
         p=stage("train"),
-        nproc=config["training"]["nproc"],
     log:
         "logs/train/{experiment}/{model}/seed{seed}.log",
     benchmark:
@@ -18,11 +17,14 @@ rule train:
     resources:
         gpu=config["training"]["nproc"],
         cpu_load=cpu_load,
+        **execution("train"),
     conda:
         "../envs/flexseg.yaml"
     shell:
         gpu_job(
-            "python -m flexseg.train --params {params.p:q} --data {input} --nproc {params.nproc} "
+            "python -m flexseg.train --params {params.p:q} --data {input} "
             "--out-dir results/train/{wildcards.experiment}/{wildcards.model}/seed{wildcards.seed} "
+            "--threads {threads} --workers {resources.workers} --device {resources.device} "
+            "--log-every {resources.log_every} --checkpoint-every {resources.checkpoint_every} "
             "> {log} 2>&1"
         )

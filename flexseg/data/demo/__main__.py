@@ -22,12 +22,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         params = params_from_args(args, "render_demo")
-        if "demo" not in params:
-            raise ConfigError("the params have no 'demo' section (expected {\"demo\": {...}})")
         start = time.perf_counter()
-        summary = render_world(
-            params["demo"], args.out, args.grid, args.workers, params.get("prompt")
-        )
+        summary = render_world(params["demo"], args.out, args.grid, args.workers, params["prompt"])
     except ConfigError as err:
         parser.exit(2, f"error: {err}\n")
     elapsed = time.perf_counter() - start

@@ -15,7 +15,8 @@ ACDC, Dark Zurich, Cityscapes, BDD100K and Mapillary) is ours: how the domains d
 frequencies and the scene grammar are documented in ``flexseg.data.demo``. Prior captions follow
 DGInStyle's prompts: the classes present in train-id order joined by spaces, and for an adverse
 condition ``"A city street scene with {classes}, in {word} weather."`` (``flexseg.prompts``); the
-template and words are those of ``generation.prompt`` (passed as ``prompt`` in the params).
+template and words are those of ``generation.prompt`` (passed as ``prompt`` in the params; the
+schema's defaults otherwise).
 
 Files of an earlier render that this one did not write (e.g. after lowering a count) are removed
 from the domain folders, so that the readers never list stale images. A non-empty ``--out``
@@ -36,10 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import jsonschema
 import numpy as np
 
-from flexseg.config import ConfigError, load_schema
+from flexseg.config import ConfigError, Part, read_part
 from flexseg.data.demo.classes import FINE_TO_TRAIN
 from flexseg.data.demo.domains import (
     STYLE_STREAM,
@@ -68,10 +68,7 @@ log = logging.getLogger("flexseg.data.demo")
 MARKER = ".demo_world"
 WORLD_FILE = "world.json"
 CAPTIONS_FILE = "prior/captions.csv"
-DEFAULT_PROMPT = {
-    "template": "A city street scene with {classes}, in {condition} weather.",
-    "condition_words": {"fog": "foggy", "rain": "rainy", "snow": "snowy", "night": "night"},
-}
+DEFAULT_PROMPT = read_part({}, Part("generation.prompt"), "generation.prompt")
 GRID_CELL_HEIGHT = 72
 
 
@@ -92,22 +89,8 @@ class ItemResult:
 
 def validate_demo(section: Any) -> dict[str, Any]:
     """The ``demo`` config section checked against ``workflow/schemas/demo.schema.yaml``, with the
-    schema's top-level defaults filled in; ConfigError naming the key otherwise."""
-    if not isinstance(section, dict):
-        raise ConfigError(f"demo params must be a mapping, got {type(section).__name__}")
-    schema = load_schema()["properties"]["demo"]
-    section = dict(section)
-    for key, sub in schema.get("properties", {}).items():
-        if key not in section and "default" in sub:
-            section[key] = sub["default"]
-    errors = sorted(
-        jsonschema.Draft202012Validator(schema).iter_errors(section),
-        key=lambda e: list(e.absolute_path),
-    )
-    if errors:
-        lines = [f"  {'.'.join(['demo', *map(str, e.absolute_path)])}: {e.message}" for e in errors]
-        raise ConfigError("invalid demo section:\n" + "\n".join(lines[:10]))
-    return section
+    schema's defaults filled in; ConfigError naming the key otherwise."""
+    return read_part(section, Part("demo"), "demo")
 
 
 def _encode(path: str, rgb: np.ndarray, jpeg_quality: int | None) -> bytes:
