@@ -254,6 +254,21 @@ def plant_temporary(final: Path) -> Path:
     return tmp
 
 
+FINAL_TABLES = ("results/table.csv", "results/table.md", "results/tables", "results/figures")
+
+
+def copy_of(finished_run: Path, dest: Path, *remove: str) -> Path:
+    """A copy of the finished run (its Snakemake records included, file times kept) with
+    ``remove`` deleted, and the tables and figures with them. Snakemake reruns a job whose
+    output is missing only when a file downstream is missing too, so ``remove`` lists a job's
+    outputs with what they feed."""
+    shutil.copytree(finished_run, dest, symlinks=True, dirs_exist_ok=True)
+    for path in (*remove, *FINAL_TABLES):
+        target = dest / path
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    return dest
+
+
 def test_interrupted_jobs_resume_and_the_table_matches(finished_run, tmp_path, monkeypatch):
     """A shard stopped after one image and a training run stopped after its first checkpoint,
     each with a half-written temporary beside it (built directly, no signals): the plain
@@ -262,6 +277,12 @@ def test_interrupted_jobs_resume_and_the_table_matches(finished_run, tmp_path, m
     from flexseg.train import train
     from generation.shard import run_shard
 
+    shard_dir = Path("results/generation/shards/000")
+    run = Path("results/train/flexseg/tiny/seed0")
+    copy_of(
+        finished_run, tmp_path, str(shard_dir), "results/generation/dataset",
+        "results/dataset/combined.csv", str(run), "results/evaluate/flexseg",
+    )  # fmt: skip
     config_path = write_config(tmp_path / "tiny.yaml")
     config_file = ["--configfile", str(config_path)]  # last: it takes every following word
     config = load_config(config_path)
@@ -269,11 +290,6 @@ def test_interrupted_jobs_resume_and_the_table_matches(finished_run, tmp_path, m
 
     # 1. shard 0 stopped after its first image, a temporary of its second image left behind.
     model = Path("results/generation/demo_model")
-    run_snakemake(
-        tmp_path, "--cores", "2", "results/generation/jobs.csv", str(model / "controlnet"),
-        *config_file,
-    )  # fmt: skip
-    shard_dir = Path("results/generation/shards/000")
     report = run_shard(
         stage_params(config, "generate"),
         "results/generation/jobs.csv",
@@ -295,8 +311,7 @@ def test_interrupted_jobs_resume_and_the_table_matches(finished_run, tmp_path, m
     run_snakemake(tmp_path, "--cores", "2", "results/dataset/combined.csv", *config_file)
     assert first_image.stat().st_mtime_ns == kept
     shard_log = Path("logs/generation/shard_000.log").read_text()
-    assert "already complete" in shard_log and " 1 already complete" in shard_log
-    run = Path("results/train/flexseg/tiny/seed0")
+    assert " 1 already complete" in shard_log, shard_log
     params = stage_params(config, "train", experiment="flexseg", model="tiny", seed=0)
     options = execution_values(config, "train")  # what the rule passes
     result = train(params, "results/dataset/combined.csv", run, options, stop_after=4)
@@ -309,8 +324,8 @@ def test_interrupted_jobs_resume_and_the_table_matches(finished_run, tmp_path, m
 
     # 3. the plain command, no flags: both resume, nothing half-written is left.
     run_snakemake(tmp_path, "--cores", "2", "all", *config_file)
-    assert "resuming from" in Path("logs/train/flexseg/tiny/seed0.log").read_text()
-    assert "at iteration 4" in Path("logs/train/flexseg/tiny/seed0.log").read_text()
+    train_log = Path("logs/train/flexseg/tiny/seed0.log").read_text()
+    assert "resuming from" in train_log and "at iteration 4" in train_log, train_log
     for tmp in stale:
         assert not tmp.exists(), tmp
     assert not list(Path("results").rglob("*.tmp*"))
@@ -352,8 +367,10 @@ def kill_tree(proc: subprocess.Popen) -> None:
 
 
 def test_a_run_killed_with_its_jobs_recovers(finished_run, tmp_path):
-    """kill -9 of Snakemake and its jobs while training runs. Wherever the kill lands, the
-    README's recovery (``--unlock``, then the plain command) ends with the same table."""
+    """kill -9 of Snakemake and its jobs while a training job runs (the FLEX-Seg run, redone
+    from a copy of the finished run): the README's recovery (``--unlock``, then the plain
+    command) ends with the same table."""
+    copy_of(finished_run, tmp_path, "results/train/flexseg", "results/evaluate/flexseg")
     config_path = write_config(tmp_path / "tiny.yaml")
     args = ["all", "--cores", "2", "--configfile", str(config_path)]
     cmd = [
@@ -361,15 +378,25 @@ def test_a_run_killed_with_its_jobs_recovers(finished_run, tmp_path):
         "--directory", str(tmp_path), *args,
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    ckpt = tmp_path / "results/train/flexseg/tiny/seed0/checkpoints/last.pt"
+    run = tmp_path / "results/train/flexseg/tiny/seed0"
+    # its first checkpoint, or its model if the poll missed the checkpoint's short life
+    written = (run / "checkpoints/last.pt", run / "model.pt")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         t0 = time.monotonic()
-        while not ckpt.exists() and proc.poll() is None and time.monotonic() - t0 < 900:
+        while (
+            not any(p.exists() for p in written)
+            and proc.poll() is None
+            and time.monotonic() - t0 < 900
+        ):
             time.sleep(0.05)
+        # the training job has checkpointed; Snakemake still has its evaluations to run
+        assert proc.poll() is None, "the run ended before the kill"
+        assert any(p.exists() for p in written), "no checkpoint within 900 s"
     finally:
         if proc.poll() is None:
             kill_tree(proc)
+    assert proc.returncode == -signal.SIGKILL
     run_snakemake(tmp_path, "--unlock", *args)
     run_snakemake(tmp_path, *args)
     assert not list((tmp_path / "results").rglob("*.tmp*"))
