@@ -21,6 +21,12 @@ Decisions the paper leaves open:
   none of them changes the trained model (the loss log's rows follow ``--log-every``).
 * The model and images are channels-last on every device. TF32 for the float32 work is
   ``tf32`` (``flexseg.precision``), set either way.
+* The recipe of a run is its experiment's and model's (``flexseg.config.run_training``: the
+  shared ``training``, then the model's, the experiment's and the experiment's per-model
+  overrides). With ``online_rcs`` every source sample is an online RCS draw from the table
+  ``--online-rcs`` names (``flexseg.data.rcs.OnlineRcs``); the table's bytes join the resume hash.
+* ``shade`` is part of the recipe's schema (the HRDA dg recipe turns it on); this trainer has no
+  SHADE and stops with an error naming the key when it is on, rather than train without it.
 * DDP: every process keeps an identical prototype bank (all processes' boundary features update
   it) and identical HAS scores (losses all-reduced at each refresh); the loss terms are averaged
   over processes. ``nproc`` is a param: it multiplies the global batch.
@@ -60,6 +66,7 @@ from flexseg.config import (
     read_stage,
 )
 from flexseg.data.lists import read_data_list
+from flexseg.data.rcs import OnlineRcs
 from flexseg.data.training_set import (
     BatchPlan,
     EpochOrder,
@@ -84,6 +91,7 @@ from flexseg.labels import NUM_CLASSES
 from flexseg.losses.gap import PrototypeBank
 from flexseg.losses.objective import (
     TERMS,
+    BoundaryWeightSettings,
     FeatureDistanceSettings,
     GapSettings,
     Objective,
@@ -116,6 +124,15 @@ class HasSettings:
 
 
 @dataclass(frozen=True)
+class ShadeSettings:
+    enabled: bool
+    basis_styles: int
+    concentration: float
+    refresh_every: int
+    consistency_weight: float
+
+
+@dataclass(frozen=True)
 class Recipe:
     """The ``training`` section of the slice."""
 
@@ -130,10 +147,14 @@ class Recipe:
     poly_power: float
     amp: str
     tf32: bool
+    ce_reduction: str
+    online_rcs: bool
     transforms: PipelineSettings = flat()
     feature_distance: FeatureDistanceSettings
     gap: GapSettings
     ube: UbeSettings
+    boundary_weight: BoundaryWeightSettings
+    shade: ShadeSettings
     has: HasSettings
 
 
@@ -213,13 +234,35 @@ def check_finite(iteration: int, values: Sequence[float]) -> None:
         )
 
 
-def params_hash(params: dict[str, Any], data_path: Path, world: int) -> str:
-    """What a checkpoint must match to be resumed: the params, the data list's bytes, the world."""
+def params_hash(
+    params: dict[str, Any], data_path: Path, world: int, online_path: Path | None = None
+) -> str:
+    """What a checkpoint must match to be resumed: the params, the data list's bytes, the world
+    (and the online RCS table's bytes when there is one)."""
     digest = hashlib.sha256()
     digest.update(json.dumps(params, sort_keys=True, separators=(",", ":")).encode())
     digest.update(hashlib.sha256(data_path.read_bytes()).hexdigest().encode())
     digest.update(str(world).encode())
+    if online_path is not None:
+        digest.update(hashlib.sha256(online_path.read_bytes()).hexdigest().encode())
     return digest.hexdigest()
+
+
+def check_recipe(recipe: Recipe, online_path: Path | None) -> None:
+    """Settings this trainer cannot honour, and an online RCS table without its switch (or the
+    switch without a table), stop the run before anything is built."""
+    if recipe.shade.enabled:
+        raise ConfigError(
+            "training.shade.enabled is true, but this trainer has no SHADE style "
+            "hallucination; turn it off for this run (the experiment's or model's override)"
+        )
+    if recipe.online_rcs and online_path is None:
+        raise ConfigError(
+            "training.online_rcs is on: pass the online RCS table with --online-rcs "
+            "(python -m flexseg.data.rcs online)"
+        )
+    if online_path is not None and not recipe.online_rcs:
+        raise ConfigError("--online-rcs was given but training.online_rcs is off")
 
 
 @dataclass
@@ -357,14 +400,18 @@ def train(
     out_dir: str | os.PathLike,
     options: dict[str, Any] | None = None,
     stop_after: int | None = None,
+    online_rcs: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Run (or resume) one training job; see the module doc. ``options`` are the execution
     settings (``Execution``; the schema's defaults for those not given). ``stop_after`` ends the
-    run after that many iterations without writing the final outputs, as if it had been killed."""
+    run after that many iterations without writing the final outputs, as if it had been killed.
+    ``online_rcs``: the online RCS table (with ``training.online_rcs`` on)."""
     params = read_stage(params, "train")
     spec, run = build(RunSpec, params), build(Execution, read_execution("train", options or {}))
     exp, recipe = spec.experiment, spec.training
     data_path, out_dir = Path(data_path), Path(out_dir)
+    online_path = None if online_rcs is None else Path(online_rcs)
+    check_recipe(recipe, online_path)
     proc = start_process(run.device, run.threads, recipe.amp)
     apply_tf32(recipe.tf32)
     device = proc.device
@@ -374,7 +421,11 @@ def train(
     parts = count_parts(entries)
     proc.say(f"data list {data_path}: {parts.source} source rows, {parts.generated} generated rows")
     check_parts(exp, data_path, parts)
-    dataset = TrainingSet(entries, recipe.transforms, spec.seed)
+    online = None
+    if online_path is not None:
+        names, kinds = [e.name for e in entries], [e.part for e in entries]
+        online = OnlineRcs.read(online_path, names, kinds)
+    dataset = TrainingSet(entries, recipe.transforms, spec.seed, online)
     model, imagenet_model = build_models(spec, device)
     bank = None
     if exp.gap:
@@ -387,6 +438,8 @@ def train(
         feature_distance=recipe.feature_distance,
         imagenet_model=imagenet_model,
         autocast=lambda: autocast(device, recipe.amp),
+        boundary_weight=recipe.boundary_weight if exp.boundary_weight else None,
+        ce_reduction=recipe.ce_reduction,
     )
     optimizer = torch.optim.AdamW(
         model.param_groups(recipe.lr, recipe.head_lr_mult, recipe.weight_decay),
@@ -411,7 +464,7 @@ def train(
 
     checkpoint = Checkpoint(
         out_dir / "checkpoints" / "last.pt",
-        params_hash(params, data_path, proc.world),
+        params_hash(params, data_path, proc.world, online_path),
         shared={"model": model, "optimizer": optimizer, "scaler": scaler, "bank": bank, "log": log},
         per_process={"sampler": sampler, "rng": RandomState(device)},
     )
@@ -424,6 +477,8 @@ def train(
     if proc.is_main:
         record = {"params": params, "seed": spec.seed, "git_revision": revision}
         record.update(data=str(data_path), world_size=proc.world, params_hash=checkpoint.run_hash)
+        if online_path is not None:
+            record["online_rcs"] = str(online_path)
         write_json(out_dir / "config.json", record)
     writer = _tensorboard(out_dir, proc)
     from tqdm import tqdm
@@ -533,6 +588,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_params_arguments(parser)
     parser.add_argument("--data", required=True, help="the data list CSV to train on")
     parser.add_argument("--out-dir", required=True, help="the run folder to write")
+    parser.add_argument(
+        "--online-rcs",
+        help="the online RCS table (python -m flexseg.data.rcs online), for a run with "
+        "training.online_rcs on",
+    )
     add_execution_arguments(parser, "train")
     parser.add_argument("--experiment", help="with --config: the experiment to train")
     parser.add_argument("--model", help="with --config: the model to train")
@@ -562,7 +622,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return relaunch(params["nproc"], argv)
         if world > 1 and params["nproc"] not in (1, world):
             raise ConfigError(f"nproc is {params['nproc']} but torchrun started {world} processes")
-        train(params, args.data, args.out_dir, options, stop_after=args.stop_after)
+        train(
+            params,
+            args.data,
+            args.out_dir,
+            options,
+            stop_after=args.stop_after,
+            online_rcs=args.online_rcs,
+        )
     except (ConfigError, DataError, TrainingError) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 1

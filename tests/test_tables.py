@@ -40,6 +40,23 @@ EXPERIMENTS = {
     "gap_only": {"label": "GAP", "data": "combined", "gap": True, "ube": False, "has": False},
     "ube_only": {"label": "UBE", "data": "combined", "gap": False, "ube": True, "has": False},
     "gap_ube": {"label": "GAP + UBE", "data": "combined", "gap": True, "ube": True, "has": False},
+    "hrda_dg": {
+        "label": "HRDA dg recipe",
+        "data": "source",
+        "gap": False,
+        "ube": False,
+        "has": False,
+        "training": {"online_rcs": True},
+        "evaluation": {"mode": "whole"},
+    },
+    "boundary_weighted": {
+        "label": "Eq. 2",
+        "data": "combined",
+        "gap": False,
+        "ube": False,
+        "has": False,
+        "boundary_weight": True,
+    },
 }
 MAIN = ["source_only", "dginstyle", "flexseg"]
 TARGETS = {
@@ -245,6 +262,89 @@ def test_ablation_table(tmp_path):
     assert t2.loc["Avg3", "published"] == pytest.approx(56.07)
 
 
+def test_boundary_weight_row_follows_the_baseline_in_table2(tmp_path):
+    exps = [*MAIN, "boundary_weighted", "gap_only"]
+    _, paths = make_runs(tmp_path, exps, ["daformer_mitb5"], [0], list(TARGETS))
+    out = run_tables(tmp_path, paths, compare=True)
+    abl = pd.read_csv(out / "tables" / "ablation.csv")
+    assert list(abl["experiment"]) == ["dginstyle", "boundary_weighted", "gap_only", "flexseg"]
+    assert list(abl["BOUNDARY_WEIGHT"]) == [False, True, False, False]
+    assert "| GAP | UBE | HAS | Eq. 2 |" in (out / "tables" / "ablation.md").read_text()
+    comp = pd.read_csv(out / "tables" / "paper_comparison.csv")
+    row = comp[(comp["table"] == "Table 2") & (comp["experiment"] == "boundary_weighted")]
+    assert len(row) == 3 and row["published"].isna().all()  # not in the paper's Table 2
+
+
+def test_comparison_takes_each_published_row_from_its_own_recipe(tmp_path):
+    """The published DAFormer / HRDA MiT-B5 rows are HRDA dg experiment 50's: they are compared
+    with the hrda_dg runs (not a main experiment here), source_only gets no published number,
+    and every row names the measured and the published recipe."""
+    models = ["daformer_mitb5", "hrda_mitb5"]
+    scores, paths = make_runs(tmp_path, [*MAIN, "hrda_dg"], models, [0, 1], list(TARGETS))
+    recipe = {"data": "whole source, online RCS", "shade": True, "feature_distance": True}
+    recipe.update(ce_reduction="all", test="whole")
+    for path in paths:
+        record = json.loads(path.read_text())
+        if record["experiment"] == "hrda_dg":
+            record["recipe"] = recipe
+            path.write_text(json.dumps(record))
+    out = run_tables(tmp_path, paths, compare=True)
+    assert "hrda_dg" not in set(pd.read_csv(out / "table.csv")["experiment"])
+    comp = pd.read_csv(out / "tables" / "paper_comparison.csv")
+    t1 = comp[comp["table"] == "Table 1"]
+    dg = t1[(t1["experiment"] == "hrda_dg") & (t1["model"] == "daformer_mitb5")]
+    dg = dg.set_index("column")
+    assert dg.loc["CS", "published"] == pytest.approx(52.65)
+    mean, _ = reference_row(scores, "hrda_dg", "daformer_mitb5", [0, 1], ["cityscapes"])
+    assert dg.loc["CS", "measured"] == pytest.approx(mean)
+    assert dg.loc["CS", "recipe"] == (
+        "whole source, online RCS; SHADE on; FD on; CE over all px; whole test"
+    )
+    assert "exp. 50" in dg.loc["CS", "published_recipe"]
+    hrda = t1[(t1["experiment"] == "hrda_dg") & (t1["model"] == "hrda_mitb5")].set_index("column")
+    assert hrda.loc["MV", "published"] == pytest.approx(61.16)
+    assert t1[t1["experiment"] == "source_only"]["published"].isna().all()
+    # runs without a recorded recipe say so
+    assert set(t1[t1["experiment"] == "dginstyle"]["recipe"]) == {"not recorded"}
+    assert t1["published_recipe"].fillna("").str.len().gt(0).sum() == 7 * 6
+
+
+def test_a_run_whose_files_disagree_on_the_recipe_is_named(tmp_path):
+    _, paths = make_runs(tmp_path, ["flexseg"], ["m"], [0], ["acdc", "cityscapes"])
+    record = json.loads(paths[0].read_text())
+    record["recipe"] = {"data": "RCS subset + generated", "test": "slide"}
+    paths[0].write_text(json.dumps(record))
+    with pytest.raises(DataError, match="records the recipe"):
+        run_tables(tmp_path, paths, main_experiments=["flexseg"], compare=True)
+
+
+def test_run_recipe_reads_what_the_model_file_recorded():
+    from flexseg.evaluate import run_recipe
+
+    training = {
+        "online_rcs": True,
+        "shade": {"enabled": True},
+        "feature_distance": {"enabled": True},
+        "ce_reduction": "all",
+        "boundary_weight": {"alpha": 5.0},
+    }
+    params = {"experiment": {"data": "combined", "boundary_weight": True}, "training": training}
+    hrda = {"architecture": "hrda", "hrda": {"detail_crop": 384}}
+    recipe = run_recipe(params, hrda, "slide")
+    assert recipe == {
+        "data": "whole source, online RCS + generated",
+        "online_rcs": True,
+        "shade": True,
+        "feature_distance": True,
+        "ce_reduction": "all",
+        "boundary_weight": 5.0,
+        "detail_crop": 384,
+        "test": "slide",
+    }
+    old = run_recipe({"experiment": {"data": "combined"}, "training": {}}, {}, "slide")
+    assert old == {"data": "RCS subset + generated", "online_rcs": False, "test": "slide"}
+
+
 def test_comparison_leaves_unmatched_models_empty(tmp_path):
     _, paths = make_runs(tmp_path, MAIN, ["tiny"], [0], list(TARGETS))
     out = run_tables(tmp_path, paths, compare=True)
@@ -260,8 +360,13 @@ def test_unreadable_or_duplicate_metrics_name_the_file(tmp_path, capsys):
     bad.write_text("{not json")
     with pytest.raises(DataError, match="broken/metrics.json"):
         read_metrics(bad)
+    # the tables' slice holds the experiments' flags, not their recipe overrides
+    flags = {
+        n: {k: v for k, v in e.items() if k not in ("training", "evaluation")}
+        for n, e in EXPERIMENTS.items()
+    }
     params = json.dumps(
-        {"tables": {"main_experiments": MAIN, "compare_paper": False}, "experiments": EXPERIMENTS}
+        {"tables": {"main_experiments": MAIN, "compare_paper": False}, "experiments": flags}
     )
     code = main(
         ["--params", params, "--metrics", str(paths[0]), str(bad), "--out-dir", str(tmp_path / "r")]
@@ -311,8 +416,14 @@ def test_published_table1_holds_every_row_and_number():
     assert key.loc[("flexseg", "hrda_mitb5"), "DZ"] == 28.16
     assert key.loc[("famix", "r50_clip"), "ACDC"] == 32.74
     assert key.loc[("scsd", "r50_clip"), "ACDC"] == 35.66
-    assert key.loc[("source_only", "daformer_mitb5"), "CS"] == 52.65
-    assert key.loc[("source_only", "hrda_mitb5"), "MV"] == 61.16
+    # The "DAFormer" / "HRDA" MiT-B5 rows come from HRDA dg experiment 50: keyed to hrda_dg.
+    assert key.loc[("hrda_dg", "daformer_mitb5"), "CS"] == 52.65
+    assert key.loc[("hrda_dg", "hrda_mitb5"), "MV"] == 61.16
+    assert "exp. 50" in key.loc[("hrda_dg", "hrda_mitb5"), "recipe"]
+    assert "384" in key.loc[("hrda_dg", "hrda_mitb5"), "recipe"]
+    assert "exp. 61" in key.loc[("dginstyle", "hrda_mitb5"), "recipe"]
+    assert "exp. 60" in key.loc[("dginstyle", "daformer_mitb5"), "recipe"]
+    assert t1["recipe"].notna().all()
     assert key.loc[("drpc", "r101"), "CS"] == 42.53
     # Gains quoted in the text: +2.52 / +2.44 on ACDC, +3.93 / +2.63 on DZ over DGInStyle.
     for model, col, gain in (

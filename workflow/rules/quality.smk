@@ -43,7 +43,9 @@ rule quality_reference:
         panels=f"{QUALITY_DIR}/reference/panels.png",
         tiles=f"{QUALITY_DIR}/reference/panels.npz",
     params:
-        p=lambda wildcards: params_json(config, "evaluate", dataset=config["quality"]["reference"]),
+        p=lambda wildcards: params_json(
+            config, "evaluate", dataset=config["quality"]["reference"], **quality_run_names()
+        ),
         out_dir=lambda wildcards, output: os.path.dirname(output.metrics),
     log:
         "logs/generation/quality_reference.log",

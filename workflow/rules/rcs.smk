@@ -1,4 +1,5 @@
-# Rare-class sampling: per-image class statistics, then the rare-class source subset.
+# Rare-class sampling: per-image class statistics, then the rare-class source subset and the
+# online RCS table (runs with training.online_rcs draw their source samples from it).
 
 
 rule class_stats:
@@ -36,3 +37,18 @@ rule rcs_subset:
         "../envs/flexseg.yaml"
     shell:
         "python -m flexseg.data.rcs subset --params {params.p:q} --stats {input} --out {output} > {log} 2>&1"
+
+
+rule rcs_online:
+    input:
+        "results/rcs/class_stats.json",
+    output:
+        "results/rcs/online_rcs.json",
+    params:
+        p=stage("rcs_online"),
+    log:
+        "logs/rcs/online.log",
+    conda:
+        "../envs/flexseg.yaml"
+    shell:
+        "python -m flexseg.data.rcs online --params {params.p:q} --stats {input} --out {output} > {log} 2>&1"

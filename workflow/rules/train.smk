@@ -3,12 +3,15 @@
 
 rule train:
     input:
-        data_list,
+        unpack(train_inputs),
     output:
         model="results/train/{experiment}/{model}/seed{seed}/model.pt",
         log_csv="results/train/{experiment}/{model}/seed{seed}/loss_log.csv",
     params:
         p=stage("train"),
+        online=lambda wildcards, input: (
+            f"--online-rcs {input.online_rcs}" if "online_rcs" in input.keys() else ""
+        ),
     log:
         "logs/train/{experiment}/{model}/seed{seed}.log",
     benchmark:
@@ -22,7 +25,7 @@ rule train:
         "../envs/flexseg.yaml"
     shell:
         gpu_job(
-            "python -m flexseg.train --params {params.p:q} --data {input} "
+            "python -m flexseg.train --params {params.p:q} --data {input.data} {params.online} "
             "--out-dir results/train/{wildcards.experiment}/{wildcards.model}/seed{wildcards.seed} "
             "--threads {threads} --workers {resources.workers} --device {resources.device} "
             "--log-every {resources.log_every} --checkpoint-every {resources.checkpoint_every} "
