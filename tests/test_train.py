@@ -36,8 +36,17 @@ def _log(path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _experiment(name: str, gap: bool, ube: bool, has: bool, data: str = "combined") -> dict:
-    return {"name": name, "data": data, "gap": gap, "ube": ube, "has": has}
+def _experiment(
+    name: str, gap: bool, ube: bool, has: bool, data: str = "combined", boundary: bool = False
+) -> dict:
+    return {
+        "name": name,
+        "data": data,
+        "gap": gap,
+        "ube": ube,
+        "has": has,
+        "boundary_weight": boundary,
+    }
 
 
 # HAS switches to loss-based draws early so that it is really exercised in 30 iterations.
@@ -45,18 +54,19 @@ FAST_HAS = {"has": {"refresh_every": 5, "midpoint": 8, "k": 0.5}}
 
 
 @pytest.mark.parametrize(
-    "name, gap, ube, has",
+    "name, gap, ube, has, boundary",
     [
-        ("baseline", False, False, False),
-        ("gap", True, False, False),
-        ("ube", False, True, False),
-        ("has", False, False, True),
-        ("all", True, True, True),
+        ("baseline", False, False, False, False),
+        ("gap", True, False, False, False),
+        ("ube", False, True, False, False),
+        ("has", False, False, True, False),
+        ("all", True, True, True, False),
+        ("eq2", False, False, False, True),
     ],
 )
-def test_loss_goes_down(lists, tmp_path, name, gap, ube, has) -> None:
+def test_loss_goes_down(lists, tmp_path, name, gap, ube, has, boundary) -> None:
     params = train_params(seed=0, **FAST_HAS)
-    params["experiment"] = _experiment(name, gap, ube, has)
+    params["experiment"] = _experiment(name, gap, ube, has, boundary=boundary)
     result = T.train(params, lists["combined"], tmp_path, options())
     assert result.completed and result.iterations_done == 30
     rows = _log(tmp_path / "loss_log.csv")
@@ -285,6 +295,93 @@ def test_plain_cross_entropy_matches_torch(layout: torch.memory_format) -> None:
             / valid.sum()
         )
         assert float(per_image[b]) == pytest.approx(float(per), rel=1e-6)
+
+
+def test_plain_cross_entropy_over_all_pixels_is_mmseg_s_mean() -> None:
+    """training.ce_reduction all: mmseg 0.16's CrossEntropyLoss (weight_reduce_loss 'mean' over
+    the unreduced loss, ignored pixels 0 but counted); each image over its own pixels."""
+    torch.manual_seed(1)
+    logits = torch.randn(2, 19, 6, 7, dtype=torch.float64)
+    labels = torch.randint(0, 19, (2, 6, 7))
+    labels[0, :4] = 255
+    loss, per_image = cross_entropy(logits, labels, "all")
+    unreduced = torch.nn.functional.cross_entropy(
+        logits, labels, ignore_index=255, reduction="none"
+    )
+    assert float(loss) == pytest.approx(float(unreduced.mean()), rel=1e-12)
+    torch.testing.assert_close(per_image, unreduced.mean(dim=(1, 2)))
+    valid, _ = cross_entropy(logits, labels, "valid")
+    assert float(loss) < float(valid)
+
+
+def _online_setup(root, tmp_path):
+    """An online RCS table over the tree's source (min_pixels 60) and a list of every source row
+    (rcs_class -1) with the generated rows, as the combined_full list has them."""
+    from flexseg.data.lists import entry_from_ref, write_data_list
+    from flexseg.data.rcs import compute_class_stats, online_table, run_online
+    from flexseg.data.readers import list_samples
+
+    entry = {"name": "gta", "format": "gta", "root": str(root / "gta")}
+    stats = compute_class_stats(entry, workers=1)
+    table_path = tmp_path / "online_rcs.json"
+    run_online(
+        {"rcs": {"temperature": 0.01, "min_pixels": 60}}, _write_stats(stats, tmp_path), table_path
+    )
+    gen = list_samples({"name": "gen", "format": "generated", "root": str(root / "gen")})
+    rows = [entry_from_ref(r, "source") for r in list_samples(entry)]
+    rows += [entry_from_ref(r, "generated") for r in gen]
+    write_data_list(tmp_path / "combined_full.csv", rows)
+    return table_path, tmp_path / "combined_full.csv", online_table(stats, 60, 0.01)
+
+
+def _write_stats(stats, folder):
+    from flexseg.data.rcs import write_class_stats
+
+    write_class_stats(folder / "class_stats.json", stats)
+    return folder / "class_stats.json"
+
+
+def test_online_rcs_run_draws_its_source_samples_by_rcs(lists, tmp_path) -> None:
+    from flexseg.data.lists import read_data_list
+    from flexseg.data.rcs import OnlineRcs
+    from flexseg.data.training_set import TrainingSet, item_rng
+    from flexseg.train import Recipe
+
+    root = lists["source"].parent
+    table_path, data, table = _online_setup(root, tmp_path)
+    entries = read_data_list(data)
+    names, parts = [e.name for e in entries], [e.part for e in entries]
+    online = OnlineRcs.read(table_path, names, parts)
+    params = train_params(seed=2, iterations=6, online_rcs=True, rcs_recrop_min_pixels=40)
+    params["experiment"] = _experiment("exp61", False, False, False)
+    recipe = build(Recipe, read_stage(params, "train")["training"])
+    dataset = TrainingSet(entries, recipe.transforms, seed=2, online=online)
+    candidates = {c["class"]: set(c["images"]) for c in table["classes"]}
+    first_generated = parts.index("generated")
+    for draw in range(40):
+        item = dataset[(draw, draw % first_generated)]  # a source row: an online RCS draw
+        pick = online.draw(item_rng(2, draw, draw % first_generated))
+        assert item.index == pick.index and names[item.index] in candidates[pick.rcs_class]
+    assert dataset[(0, first_generated)].index == first_generated  # generated rows stay
+    result = T.train(params, data, tmp_path / "run", options(), online_rcs=table_path)
+    assert result.completed
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["online_rcs"] == str(table_path)
+    # the table's bytes are part of the resume hash
+    other = T.params_hash(config["params"], data, 1, None)
+    assert other != config["params_hash"]
+
+
+def test_settings_this_trainer_cannot_honour_stop_the_run(lists, tmp_path) -> None:
+    params = train_params(iterations=2, shade={"enabled": True})
+    with pytest.raises(ConfigError, match="training.shade.enabled"):
+        T.train(params, lists["source"], tmp_path, options())
+    params = train_params(iterations=2, online_rcs=True)
+    with pytest.raises(ConfigError, match="--online-rcs"):
+        T.train(params, lists["source"], tmp_path, options())
+    params = train_params(iterations=2)
+    with pytest.raises(ConfigError, match="online_rcs is off"):
+        T.train(params, lists["source"], tmp_path, options(), online_rcs=tmp_path / "t.json")
 
 
 def test_help_runs() -> None:
