@@ -25,8 +25,6 @@ Decisions the paper leaves open:
   shared ``training``, then the model's, the experiment's and the experiment's per-model
   overrides). With ``online_rcs`` every source sample is an online RCS draw from the table
   ``--online-rcs`` names (``flexseg.data.rcs.OnlineRcs``); the table's bytes join the resume hash.
-* ``shade`` is part of the recipe's schema (the HRDA dg recipe turns it on); this trainer has no
-  SHADE and stops with an error naming the key when it is on, rather than train without it.
 * DDP: every process keeps an identical prototype bank (all processes' boundary features update
   it) and identical HAS scores (losses all-reduced at each refresh); the loss terms are averaged
   over processes. ``nproc`` is a param: it multiplies the global batch.
@@ -124,15 +122,6 @@ class HasSettings:
 
 
 @dataclass(frozen=True)
-class ShadeSettings:
-    enabled: bool
-    basis_styles: int
-    concentration: float
-    refresh_every: int
-    consistency_weight: float
-
-
-@dataclass(frozen=True)
 class Recipe:
     """The ``training`` section of the slice."""
 
@@ -154,7 +143,6 @@ class Recipe:
     gap: GapSettings
     ube: UbeSettings
     boundary_weight: BoundaryWeightSettings
-    shade: ShadeSettings
     has: HasSettings
 
 
@@ -249,13 +237,8 @@ def params_hash(
 
 
 def check_recipe(recipe: Recipe, online_path: Path | None) -> None:
-    """Settings this trainer cannot honour, and an online RCS table without its switch (or the
-    switch without a table), stop the run before anything is built."""
-    if recipe.shade.enabled:
-        raise ConfigError(
-            "training.shade.enabled is true, but this trainer has no SHADE style "
-            "hallucination; turn it off for this run (the experiment's or model's override)"
-        )
+    """An online RCS table without its switch, or the switch without a table, stops the run
+    before anything is built."""
     if recipe.online_rcs and online_path is None:
         raise ConfigError(
             "training.online_rcs is on: pass the online RCS table with --online-rcs "
