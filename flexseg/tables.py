@@ -22,7 +22,7 @@ Decisions the paper leaves open:
 - A published row is compared with the run of its own recipe: the "DAFormer" and "HRDA" MiT-B5
   rows (HRDA dg experiment 50) have method_key ``hrda_dg``, so the comparison takes that
   experiment's runs for them, whether or not it is a main experiment; ``source_only``, the
-  controlled baseline (dginstyle's recipe without generated data), has no published row there.
+  controlled baseline (dginstyle's settings without generated data), has no published row there.
   The ResNet-101 "HRDA" row's recipe is not published; it stays matched with ``source_only``.
   Every comparison row names both recipes: ``recipe`` the measured run's (``recipe_text`` of
   the ``recipe`` its metrics.json records, ``flexseg.evaluate.run_recipe``), ``published_recipe``
