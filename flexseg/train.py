@@ -24,6 +24,10 @@ Decisions the paper leaves open:
 * DDP: every process keeps an identical prototype bank (all processes' boundary features update
   it) and identical HAS scores (losses all-reduced at each refresh); the loss terms are averaged
   over processes. ``nproc`` is a param: it multiplies the global batch.
+* SHADE (``training.shade``, ``flexseg.shade``): the style hallucination is attached to the
+  model after the frozen ImageNet copy is taken, its basis is computed at the top of the first
+  iteration and every ``refresh_every`` (each pass printed with its cost) and saved in the
+  checkpoint; every process holds the same basis.
 """
 
 from __future__ import annotations
@@ -93,6 +97,7 @@ from flexseg.models import build_model, parse_model_config
 from flexseg.precision import apply_tf32
 from flexseg.sampling import HardnessSampler
 from flexseg.schedule import PolyWarmup
+from flexseg.shade import ShadeSettings, StyleBasis
 
 VALUES = ("total", *TERMS)  # the loss terms of each step, as ``LossTerms.values`` orders them
 LOG_COLUMNS = ("iteration", "lr", *VALUES, "has_threshold", "seconds")
@@ -135,6 +140,7 @@ class Recipe:
     gap: GapSettings
     ube: UbeSettings
     has: HasSettings
+    shade: ShadeSettings
 
 
 @dataclass(frozen=True)
@@ -277,6 +283,7 @@ class TrainResult:
     model: nn.Module
     bank: PrototypeBank | None
     sampler: HardnessSampler | None
+    shade: StyleBasis | None
 
 
 def build_models(spec: RunSpec, device: torch.device) -> tuple[nn.Module, nn.Module | None]:
@@ -376,6 +383,21 @@ def train(
     check_parts(exp, data_path, parts)
     dataset = TrainingSet(entries, recipe.transforms, spec.seed)
     model, imagenet_model = build_models(spec, device)
+    shade = None
+    if recipe.shade.enabled:
+        shade = StyleBasis(
+            model,
+            recipe.shade,
+            entries,
+            recipe.transforms,
+            spec.seed,
+            recipe.batch_size,
+            run.workers,
+            rank=proc.rank,
+            world=proc.world,
+            autocast=lambda: autocast(device, recipe.amp),
+        )
+        shade.style.to(device)
     bank = None
     if exp.gap:
         dim = parse_model_config(spec.model).head.fusion_dim
@@ -387,6 +409,7 @@ def train(
         feature_distance=recipe.feature_distance,
         imagenet_model=imagenet_model,
         autocast=lambda: autocast(device, recipe.amp),
+        shade=recipe.shade if shade is not None else None,
     )
     optimizer = torch.optim.AdamW(
         model.param_groups(recipe.lr, recipe.head_lr_mult, recipe.weight_decay),
@@ -412,7 +435,14 @@ def train(
     checkpoint = Checkpoint(
         out_dir / "checkpoints" / "last.pt",
         params_hash(params, data_path, proc.world),
-        shared={"model": model, "optimizer": optimizer, "scaler": scaler, "bank": bank, "log": log},
+        shared={
+            "model": model,
+            "optimizer": optimizer,
+            "scaler": scaler,
+            "bank": bank,
+            "log": log,
+            "shade": shade,
+        },
         per_process={"sampler": sampler, "rng": RandomState(device)},
     )
     if proc.is_main:
@@ -441,6 +471,8 @@ def train(
     loader_iter, window_stop, done = None, start, start
     model.train()
     for it in range(start, recipe.iterations):
+        if shade is not None and shade.due(it):
+            proc.say(shade.refresh(it).message())
         if loader_iter is None or it >= window_stop:
             window_stop = window_end(it, recipe.iterations, run.checkpoint_every, *refresh)
             plan.set_window(it, window_stop)
@@ -516,7 +548,7 @@ def train(
         proc.say(f"stopped after iteration {done} (--stop-after); no model.pt written")
     if proc.active:
         dist.barrier()
-    return TrainResult(out_dir, done, completed, start, model, bank, sampler)
+    return TrainResult(out_dir, done, completed, start, model, bank, sampler, shade)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Distributed training on two CPU processes (gloo): identical weights, prototype bank and HAS
-scores on both ranks; the re-launch for ``nproc`` > 1; disjoint shards of the epoch order."""
+"""Distributed training on two CPU processes (gloo): identical weights, prototype bank, HAS
+scores and SHADE basis on both ranks; the re-launch for ``nproc`` > 1; disjoint shards of the
+epoch order."""
 
 from __future__ import annotations
 
@@ -56,6 +57,8 @@ def _worker(
     if result.sampler is not None:
         state["scores"] = result.sampler.scores
         state["generator"] = result.sampler.generator.get_state()
+    if result.shade is not None:
+        state["basis"] = result.shade.state_dict()
     torch.save(state, Path(out) / f"rank{rank}.pt")
     dist.destroy_process_group()
 
@@ -68,7 +71,12 @@ def lists(tmp_path_factory):
 
 
 def test_two_processes_stay_identical(lists, tmp_path) -> None:
-    params = train_params(seed=0, iterations=6, has={"refresh_every": 2, "midpoint": 2, "k": 1.0})
+    """FLEX-Seg with SHADE: each rank styles its share of the source images for the basis
+    passes (iterations 0 and 4); after the gather both hold the same basis."""
+    shade = {"enabled": True, "basis_styles": 5, "refresh_every": 4}
+    params = train_params(
+        seed=0, iterations=6, has={"refresh_every": 2, "midpoint": 2, "k": 1.0}, shade=shade
+    )
     params["experiment"] = {
         "name": "flexseg",
         "data": "combined",
@@ -91,6 +99,12 @@ def test_two_processes_stay_identical(lists, tmp_path) -> None:
         assert torch.equal(r0["bank"][key], r1["bank"][key]), key
     assert torch.equal(r0["scores"], r1["scores"]) and float(r0["scores"].abs().sum()) > 0
     assert not torch.equal(r0["generator"], r1["generator"])  # each rank draws its own images
+    assert r0["basis"]["has_basis"] and r1["basis"]["has_basis"]
+    for key in ("mean", "std"):
+        assert torch.equal(r0["basis"][key], r1["basis"][key]), key
+    # five distinct styles, none the zero row a missing share would leave
+    rows = torch.cat([r0["basis"]["mean"], r0["basis"]["std"]], dim=1)
+    assert len({tuple(r.tolist()) for r in rows}) == 5 and bool(rows[:, 8:].min() > 0)
     saved = torch.load(tmp_path / "run" / "model.pt", weights_only=True)["state_dict"]
     for key in saved:
         assert torch.equal(saved[key], r0["model"][key])

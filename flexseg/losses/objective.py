@@ -1,6 +1,7 @@
 """The FLEX-Seg training objective (Eq. 9) over a training pass's outputs.
 
     L = sum_o w_o * (L_seg(o) + lambda_gap * L_GAP(o)) + lambda_fd * L_FD              (Eq. 9)
+        [+ lambda_sc * L_SC with SHADE, the recipe HRDA's DG results used; see below]
 
 over the segmentor's outputs o (``SegOutput``; DAFormer: one of weight w = 1; HRDA: fused 0.9
 and detail 0.1). L_seg is UBE (Eqs. 7-8, ``ube.py``) when the experiment's ``ube`` is on and the
@@ -18,6 +19,12 @@ Decisions the paper leaves open:
 * The per-image loss handed to Hardness-Aware Sampling is the first (main) output's: the
   UBE-weighted mean CE with UBE on, the mean CE otherwise.
 * The losses are computed in float32 whatever the autocast dtype of the forward pass.
+* SHADE (``shade``, ``flexseg.shade``): the outputs hold [original; stylized] (2B images, the
+  labels twice) and L gains ``consistency_weight`` x the style consistency of the first output's
+  logits (``style_consistency.py``; HRDA: the fused logits). The segmentation loss and GAP's
+  loss read both halves, GAP's bank is updated from the original half, HAS gets the mean of an
+  image's two losses, the feature distance compares both halves with the ImageNet features of
+  the unstylized images. The decisions are ``flexseg.shade``'s.
 
 A new term is a local change: a name in ``TERMS``, its settings, and its lines in ``__call__``.
 """
@@ -37,12 +44,14 @@ from flexseg.labels import IGNORE_INDEX, THING_CLASSES
 from flexseg.losses.boundary import boundary_mask
 from flexseg.losses.feature_distance import feature_distance
 from flexseg.losses.gap import PrototypeBank, gap_loss
+from flexseg.losses.style_consistency import style_consistency
 from flexseg.losses.ube import pixel_rows, ube_loss, valid_means
+from flexseg.shade import ShadeSettings
 
 if TYPE_CHECKING:
     from flexseg.models import SegOutput
 
-TERMS = ("seg", "gap", "fd")
+TERMS = ("seg", "gap", "fd", "style")
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,7 @@ class LossTerms:
     total: torch.Tensor
     parts: dict[str, torch.Tensor]  # by TERMS
     per_image: torch.Tensor  # (B,) detached segmentation loss of each image of the main output
+    # (SHADE: the mean of the image's original and stylized losses)
 
     def values(self) -> torch.Tensor:
         """total, then the parts in TERMS order, detached."""
@@ -93,8 +103,8 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Ten
 
 @dataclass
 class Objective:
-    """Eq. 9. ``ube`` / ``gap`` None: that part is off (plain CE / no GAP term); the feature
-    distance is on when ``imagenet_model`` is given."""
+    """Eq. 9. ``ube`` / ``gap`` / ``shade`` None: that part is off (plain CE / no GAP term / no
+    SHADE); the feature distance is on when ``imagenet_model`` is given."""
 
     ube: UbeSettings | None
     gap: GapSettings | None
@@ -102,6 +112,7 @@ class Objective:
     feature_distance: FeatureDistanceSettings
     imagenet_model: nn.Module | None = None
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+    shade: ShadeSettings | None = None
 
     def __post_init__(self) -> None:
         if self.gap is not None and self.bank is None:
@@ -111,7 +122,14 @@ class Objective:
 
     def __call__(self, outputs: Sequence[SegOutput], images: torch.Tensor) -> LossTerms:
         zero = images.new_zeros((), dtype=torch.float32)
-        seg_total, gap_total, fd_total, per_image = zero, zero, zero, None
+        seg_total, gap_total, fd_total, style_total, per_image = zero, zero, zero, zero, None
+        batch = images.shape[0]
+        if self.shade is not None:  # SHADE: every output holds [original; stylized]
+            if any(o.logits.shape[0] != 2 * batch for o in outputs):
+                raise ValueError(
+                    f"SHADE is on but the outputs do not hold 2 x {batch} images: the model "
+                    "has no style hallucination attached (flexseg.shade.StyleBasis)"
+                )
         for out in outputs:
             # Upsampled in channels-last: on a CPU the bilinear kernel and its backward run 2-3x
             # faster than on (B, C, H, W) memory, and the losses read the result as pixel rows.
@@ -128,7 +146,8 @@ class Objective:
                 seg, images_loss = result.loss, result.per_image
             else:
                 seg, images_loss = cross_entropy(logits, out.labels)
-            per_image = images_loss if per_image is None else per_image
+            if per_image is None:  # SHADE: the mean of the two halves, (2, B); else (1, B)
+                per_image = images_loss.view(-1, batch).mean(dim=0)
             seg_total = seg_total + out.weight * seg
             if self.gap is not None:
                 if out.features is None:
@@ -141,6 +160,7 @@ class Objective:
                     kernels=g.kernels,
                     temperature=g.temperature,
                     momentum=g.momentum,
+                    update_images=batch if self.shade is not None else None,
                 ).loss
                 gap_total = gap_total + out.weight * gap
         total = seg_total + (self.gap.weight * gap_total if self.gap is not None else 0.0)
@@ -148,6 +168,8 @@ class Objective:
         if self.imagenet_model is not None and with_features:
             with torch.no_grad(), self.autocast():
                 reference = self.imagenet_model.encode_last_stage(images)
+            if self.shade is not None:  # both halves against the unstylized images' features
+                reference = torch.cat([reference, reference])
             share = self.feature_distance.thing_share
             for out in with_features:
                 fd_total = fd_total + feature_distance(
@@ -155,5 +177,8 @@ class Objective:
                 )
             fd_total = fd_total / len(with_features)
             total = total + self.feature_distance.weight * fd_total
-        parts = {"seg": seg_total, "gap": gap_total, "fd": fd_total}
+        if self.shade is not None:
+            style_total = style_consistency(outputs[0].logits)
+            total = total + self.shade.consistency_weight * style_total
+        parts = {"seg": seg_total, "gap": gap_total, "fd": fd_total, "style": style_total}
         return LossTerms(total=total, parts=parts, per_image=per_image)
