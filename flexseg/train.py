@@ -348,6 +348,29 @@ def build_loader(
     return loader, plan, sampler
 
 
+def build_style_basis(
+    model: nn.Module, entries: Sequence[Any], spec: RunSpec, run: Execution, proc: Process
+) -> StyleBasis | None:
+    """SHADE's basis (its style hallucination attached to ``model``), None when SHADE is off."""
+    recipe = spec.training
+    if not recipe.shade.enabled:
+        return None
+    basis = StyleBasis(
+        model,
+        recipe.shade,
+        entries,
+        recipe.transforms,
+        spec.seed,
+        recipe.batch_size,
+        run.workers,
+        rank=proc.rank,
+        world=proc.world,
+        autocast=lambda: autocast(proc.device, recipe.amp),
+    )
+    basis.style.to(proc.device)
+    return basis
+
+
 def _tensorboard(out_dir: Path, proc: Process) -> Any:
     if not proc.is_main:
         return None
@@ -383,21 +406,7 @@ def train(
     check_parts(exp, data_path, parts)
     dataset = TrainingSet(entries, recipe.transforms, spec.seed)
     model, imagenet_model = build_models(spec, device)
-    shade = None
-    if recipe.shade.enabled:
-        shade = StyleBasis(
-            model,
-            recipe.shade,
-            entries,
-            recipe.transforms,
-            spec.seed,
-            recipe.batch_size,
-            run.workers,
-            rank=proc.rank,
-            world=proc.world,
-            autocast=lambda: autocast(device, recipe.amp),
-        )
-        shade.style.to(device)
+    shade = build_style_basis(model, entries, spec, run, proc)
     bank = None
     if exp.gap:
         dim = parse_model_config(spec.model).head.fusion_dim
@@ -472,7 +481,9 @@ def train(
     model.train()
     for it in range(start, recipe.iterations):
         if shade is not None and shade.due(it):
-            proc.say(shade.refresh(it).message())
+            basis_pass = shade.refresh(it)
+            if proc.is_main:
+                progress.write(basis_pass.message(), file=sys.stderr)  # clears the bar first
         if loader_iter is None or it >= window_stop:
             window_stop = window_end(it, recipe.iterations, run.checkpoint_every, *refresh)
             plan.set_window(it, window_stop)

@@ -21,9 +21,16 @@ from train_fixtures import make_tree, options, train_params, write_lists  # noqa
 
 from flexseg import train as T  # noqa: E402
 from flexseg.config import build, load_config  # noqa: E402
-from flexseg.data.lists import ListEntry, read_data_list, write_data_list  # noqa: E402
-from flexseg.labels import NUM_CLASSES  # noqa: E402
-from flexseg.losses import Objective, PrototypeBank, gap_loss  # noqa: E402
+from flexseg.data.lists import (  # noqa: E402
+    ListEntry,
+    read_data_list,
+    to_sample_ref,
+    write_data_list,
+)
+from flexseg.data.readers import load_sample  # noqa: E402
+from flexseg.data.transforms import transform_sample  # noqa: E402
+from flexseg.labels import NUM_CLASSES, THING_CLASSES  # noqa: E402
+from flexseg.losses import Objective, PrototypeBank, feature_distance, gap_loss  # noqa: E402
 from flexseg.losses.objective import cross_entropy  # noqa: E402
 from flexseg.losses.style_consistency import style_consistency  # noqa: E402
 from flexseg.models import attach_style, build_model  # noqa: E402
@@ -267,27 +274,38 @@ def test_objective_with_shade_runs_and_sees_both_halves(cfg) -> None:
     objective = Objective(recipe.ube, recipe.gap, bank, fd, imagenet_model=imagenet, shade=SHADE)
     images = torch.randn(2, 3, 64, 64)
     labels = torch.zeros(2, 64, 64, dtype=torch.long)
-    labels[:, 20:, :] = 13  # car (a thing class): the feature distance has locations
-    labels[:, 40:, 30:] = 0
+    labels[:, 8:, :] = 13  # mostly car (a thing class): the feature distance has locations
+    labels[:, 56:, 40:] = 0
     outputs = model(images, labels)
     bank_before = copy.deepcopy(bank)
     terms = objective(outputs, images)
     values = terms.values()
     assert bool(torch.isfinite(values).all())
     assert float(values[4]) > 0 and float(values[1]) > 0  # style, seg (TERMS order)
-    assert float(values[4]) == pytest.approx(float(style_consistency(outputs[0].logits)), rel=1e-6)
+    consistency = style_consistency(outputs[0].logits.detach())
+    assert float(values[4]) == pytest.approx(float(consistency), rel=1e-6)
     expected = (
         terms.parts["seg"]
         + recipe.gap.weight * terms.parts["gap"]
         + fd.weight * terms.parts["fd"]
         + 10.0 * terms.parts["style"]
     )
-    assert float(terms.total) == pytest.approx(float(expected), rel=1e-6)
+    assert float(values[0]) == pytest.approx(float(expected.detach()), rel=1e-6)
     terms.total.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(bool(torch.isfinite(g).all()) for g in grads)
 
     # HAS: the mean of each image's two losses (the main output's, UBE off here for a plain check)
+    # the feature distance: both halves against the unstylized images' ImageNet features
+    with torch.no_grad():
+        reference = imagenet.encode_last_stage(images)
+        twice = torch.cat([reference, reference])
+        fd_expected = feature_distance(
+            outputs[0].stage_features, twice, outputs[0].labels, THING_CLASSES, fd.thing_share
+        )
+    assert float(values[3]) > 0
+    assert float(values[3]) == pytest.approx(float(fd_expected), rel=1e-6)
+
     plain = Objective(None, None, None, fd, imagenet_model=imagenet, shade=SHADE)
     with torch.no_grad():
         main = outputs[0]
@@ -376,8 +394,9 @@ def test_basis_comes_from_the_source_rows_only(lists, tmp_path) -> None:
     # every basis style is one source image's style vector, five distinct ones
     matches = [int((styles == row).all(dim=1).nonzero()[0]) for row in chosen]
     assert len(set(matches)) == 5
-    # the statistics are the stage-1 feature's mean and unbiased std, in eval mode
-    images = torch.stack([basis_image(basis, i) for i in range(8)])
+    # the statistics are the stage-1 feature's mean and unbiased std, in eval mode, of the
+    # source images through the training pipeline without the RCS re-crop
+    images = torch.stack([basis_image(sources[i], recipe.transforms, 3, i) for i in range(8)])
     model.eval()
     with torch.no_grad():
         direct = style_vectors(model.style_features(images))
@@ -388,22 +407,32 @@ def test_basis_comes_from_the_source_rows_only(lists, tmp_path) -> None:
     assert torch.equal(again.style.basis_mean, basis.style.basis_mean)
 
 
-def basis_image(basis: StyleBasis, index: int) -> torch.Tensor:
-    from flexseg.shade import BasisImages
+def basis_image(entry: ListEntry, settings, seed: int, index: int) -> torch.Tensor:
+    """Image ``index`` of the pass at iteration 0: its own stream, no RCS re-crop."""
+    assert entry.part == "source"
+    image, label = load_sample(to_sample_ref(entry))
+    rng = np.random.default_rng([seed, 0, index, 2])
+    sample = transform_sample(image, label, False, -1, settings, rng)
+    return torch.from_numpy(sample.image)
 
-    return BasisImages(basis.sources, basis.transforms, basis.seed, 0)[index][0]
+
+def passes_printed(text: str) -> list[int]:
+    return [int(line.split()[4][:-1]) for line in text.splitlines() if "SHADE basis at" in line]
 
 
-def test_resume_with_shade_is_bitwise_identical(lists, tmp_path) -> None:
+def test_resume_with_shade_is_bitwise_identical(lists, tmp_path, capsys) -> None:
     shade = {"enabled": True, "basis_styles": 4, "refresh_every": 3}
     params = train_params(
         seed=1, iterations=10, has={"refresh_every": 3, "midpoint": 4, "k": 1.0}, shade=shade
     )
     run = options(checkpoint_every=4)
     whole = T.train(params, lists["combined"], tmp_path / "whole", run)
+    assert passes_printed(capsys.readouterr().err) == [0, 3, 6, 9]
     T.train(params, lists["combined"], tmp_path / "resumed", run, stop_after=6)
+    assert passes_printed(capsys.readouterr().err) == [0, 3]
     resumed = T.train(params, lists["combined"], tmp_path / "resumed", run)
     assert resumed.resumed_from == 4  # between the passes at 3 and 6: the basis is restored
+    assert passes_printed(capsys.readouterr().err) == [6, 9]  # no pass at the resume point
     a = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and not any("basis" in k for k in a)
