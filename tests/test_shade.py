@@ -30,7 +30,14 @@ from flexseg.data.lists import (  # noqa: E402
 from flexseg.data.readers import load_sample  # noqa: E402
 from flexseg.data.transforms import transform_sample  # noqa: E402
 from flexseg.labels import NUM_CLASSES, THING_CLASSES  # noqa: E402
-from flexseg.losses import Objective, PrototypeBank, feature_distance, gap_loss  # noqa: E402
+from flexseg.losses import (  # noqa: E402
+    Objective,
+    PrototypeBank,
+    boundary_mask,
+    feature_distance,
+    gap_loss,
+    ube_loss,
+)
 from flexseg.losses.objective import cross_entropy  # noqa: E402
 from flexseg.losses.style_consistency import style_consistency  # noqa: E402
 from flexseg.models import attach_style, build_model  # noqa: E402
@@ -248,6 +255,15 @@ def test_style_consistency_matches_a_plain_reference() -> None:
     assert float(value) == pytest.approx(js_reference(logits.double().numpy()), rel=1e-5)
     same = torch.cat([logits[:2], logits[:2]])
     assert float(style_consistency(same)) == pytest.approx(0.0, abs=1e-6)
+    # Identical halves with some probabilities below 1e-7: without the clamp the value is 0
+    # exactly; with it every such class adds p (log p - log 1e-7) < 0, the whole value.
+    tiny = torch.cat(
+        [torch.randn(2, 3, 3, 4, generator=g), -20 - 15 * torch.rand(2, 2, 3, 4, generator=g)], 1
+    )
+    tiny = torch.cat([tiny, tiny])
+    clamped = float(style_consistency(tiny))
+    assert clamped < -1e-12
+    assert clamped == pytest.approx(js_reference(tiny.double().numpy()), rel=1e-4)
     assert float(style_consistency(logits.bfloat16())) == pytest.approx(float(value), rel=0.05)
     with pytest.raises(ValueError, match="2B"):
         style_consistency(logits[:3])
@@ -277,6 +293,10 @@ def test_objective_with_shade_runs_and_sees_both_halves(cfg) -> None:
     labels[:, 8:, :] = 13  # mostly car (a thing class): the feature distance has locations
     labels[:, 56:, 40:] = 0
     outputs = model(images, labels)
+    g = recipe.gap
+    steps = {"kernels": g.kernels, "temperature": g.temperature, "momentum": g.momentum}
+    # the bank already holds prototypes (as after earlier batches): GAP's loss is not 0
+    gap_loss(outputs[0].features.detach().float()[:2], labels, bank, **steps)
     bank_before = copy.deepcopy(bank)
     terms = objective(outputs, images)
     values = terms.values()
@@ -316,25 +336,26 @@ def test_objective_with_shade_runs_and_sees_both_halves(cfg) -> None:
     assert got.shape == (2,)
     assert torch.allclose(got, (per[:2] + per[2:]) / 2, rtol=1e-5)
 
-    # GAP's bank took the original half only: the same update as from the first two images.
-    first = outputs[0]
-    gap_loss(
-        first.features[:2].detach().float(),
-        first.labels[:2],
-        bank_before,
-        kernels=recipe.gap.kernels,
-        temperature=recipe.gap.temperature,
-        momentum=recipe.gap.momentum,
-    )
-    if len(outputs) > 1:  # HRDA: the detail output updates the bank too, after the fused one
-        gap_loss(
-            outputs[1].features[:2].detach().float(),
-            outputs[1].labels[:2],
-            bank_before,
-            kernels=recipe.gap.kernels,
-            temperature=recipe.gap.temperature,
-            momentum=recipe.gap.momentum,
-        )
+    # UBE and GAP: each loss over both halves as one batch (UBE's statistics over both halves'
+    # boundary pixels); GAP's bank took the original half only: the same update as from the
+    # first two images (HRDA: the detail output's loss reads the bank the fused one updated).
+    u = recipe.ube
+    assert u is not None
+    seg_expected = gap_expected = 0.0
+    with torch.no_grad():
+        for out in outputs:
+            size = out.labels.shape[-2:]
+            logits = F.interpolate(out.logits.float(), size, mode="bilinear", align_corners=False)
+            boundary = boundary_mask(out.labels, u.dilate_kernel, u.erode_kernel)
+            ube = ube_loss(logits, out.labels, boundary, alpha=u.alpha, eps=u.eps)
+            seg_expected += out.weight * float(ube.loss)
+            features = out.features.detach().float()
+            whole = gap_loss(features, out.labels, bank_before, update=False, **steps)
+            gap_expected += out.weight * float(whole.loss)
+            gap_loss(features[:2], out.labels[:2], bank_before, **steps)
+    assert float(values[1]) == pytest.approx(seg_expected, rel=1e-5)
+    assert float(values[2]) > 0
+    assert float(values[2]) == pytest.approx(gap_expected, rel=1e-5)
     assert int(bank.counts.sum()) > 0
     assert torch.equal(bank.counts, bank_before.counts)
     assert torch.allclose(bank.prototypes, bank_before.prototypes, atol=1e-6)
