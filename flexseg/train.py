@@ -28,6 +28,10 @@ Decisions the paper leaves open:
 * DDP: every process keeps an identical prototype bank (all processes' boundary features update
   it) and identical HAS scores (losses all-reduced at each refresh); the loss terms are averaged
   over processes. ``nproc`` is a param: it multiplies the global batch.
+* SHADE (``training.shade``, ``flexseg.shade``): the style hallucination is attached to the
+  model after the frozen ImageNet copy is taken, its basis is computed at the top of the first
+  iteration and every ``refresh_every`` (each pass printed with its cost) and saved in the
+  checkpoint; every process holds the same basis.
 """
 
 from __future__ import annotations
@@ -99,6 +103,7 @@ from flexseg.models import build_model, parse_model_config
 from flexseg.precision import apply_tf32
 from flexseg.sampling import HardnessSampler
 from flexseg.schedule import PolyWarmup
+from flexseg.shade import ShadeSettings, StyleBasis
 
 VALUES = ("total", *TERMS)  # the loss terms of each step, as ``LossTerms.values`` orders them
 LOG_COLUMNS = ("iteration", "lr", *VALUES, "has_threshold", "seconds")
@@ -144,6 +149,7 @@ class Recipe:
     ube: UbeSettings
     boundary_weight: BoundaryWeightSettings
     has: HasSettings
+    shade: ShadeSettings
 
 
 @dataclass(frozen=True)
@@ -303,6 +309,7 @@ class TrainResult:
     model: nn.Module
     bank: PrototypeBank | None
     sampler: HardnessSampler | None
+    shade: StyleBasis | None
 
 
 def build_models(spec: RunSpec, device: torch.device) -> tuple[nn.Module, nn.Module | None]:
@@ -367,6 +374,29 @@ def build_loader(
     return loader, plan, sampler
 
 
+def build_style_basis(
+    model: nn.Module, entries: Sequence[Any], spec: RunSpec, run: Execution, proc: Process
+) -> StyleBasis | None:
+    """SHADE's basis (its style hallucination attached to ``model``), None when SHADE is off."""
+    recipe = spec.training
+    if not recipe.shade.enabled:
+        return None
+    basis = StyleBasis(
+        model,
+        recipe.shade,
+        entries,
+        recipe.transforms,
+        spec.seed,
+        recipe.batch_size,
+        run.workers,
+        rank=proc.rank,
+        world=proc.world,
+        autocast=lambda: autocast(proc.device, recipe.amp),
+    )
+    basis.style.to(proc.device)
+    return basis
+
+
 def _tensorboard(out_dir: Path, proc: Process) -> Any:
     if not proc.is_main:
         return None
@@ -410,6 +440,7 @@ def train(
         online = OnlineRcs.read(online_path, names, kinds)
     dataset = TrainingSet(entries, recipe.transforms, spec.seed, online)
     model, imagenet_model = build_models(spec, device)
+    shade = build_style_basis(model, entries, spec, run, proc)
     bank = None
     if exp.gap:
         dim = parse_model_config(spec.model).head.fusion_dim
@@ -423,6 +454,7 @@ def train(
         autocast=lambda: autocast(device, recipe.amp),
         boundary_weight=recipe.boundary_weight if exp.boundary_weight else None,
         ce_reduction=recipe.ce_reduction,
+        shade=recipe.shade if shade is not None else None,
     )
     optimizer = torch.optim.AdamW(
         model.param_groups(recipe.lr, recipe.head_lr_mult, recipe.weight_decay),
@@ -448,7 +480,14 @@ def train(
     checkpoint = Checkpoint(
         out_dir / "checkpoints" / "last.pt",
         params_hash(params, data_path, proc.world, online_path),
-        shared={"model": model, "optimizer": optimizer, "scaler": scaler, "bank": bank, "log": log},
+        shared={
+            "model": model,
+            "optimizer": optimizer,
+            "scaler": scaler,
+            "bank": bank,
+            "log": log,
+            "shade": shade,
+        },
         per_process={"sampler": sampler, "rng": RandomState(device)},
     )
     if proc.is_main:
@@ -479,6 +518,10 @@ def train(
     loader_iter, window_stop, done = None, start, start
     model.train()
     for it in range(start, recipe.iterations):
+        if shade is not None and shade.due(it):
+            basis_pass = shade.refresh(it)
+            if proc.is_main:
+                progress.write(basis_pass.message(), file=sys.stderr)  # clears the bar first
         if loader_iter is None or it >= window_stop:
             window_stop = window_end(it, recipe.iterations, run.checkpoint_every, *refresh)
             plan.set_window(it, window_stop)
@@ -554,7 +597,7 @@ def train(
         proc.say(f"stopped after iteration {done} (--stop-after); no model.pt written")
     if proc.active:
         dist.barrier()
-    return TrainResult(out_dir, done, completed, start, model, bank, sampler)
+    return TrainResult(out_dir, done, completed, start, model, bank, sampler, shade)
 
 
 # ---------------------------------------------------------------------------------------------

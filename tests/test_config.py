@@ -247,6 +247,22 @@ def test_the_paper_configs_give_each_row_its_anchor_recipe():
     assert run_training(config, "source_only", "hrda_r101")["online_rcs"]
     assert run_training(config, "dginstyle", "daformer_mitb5")["ce_reduction"] == "all"
     assert run_training(config, "dginstyle", "daformer_mitb5")["rcs_recrop_tries"] == 11
+    # SHADE where the anchors ran it: exp. 50 (every model) and exp. 61's code (HRDA MiT-B5)
+    shade = {
+        (e, m): run_training(config, e, m)["shade"]["enabled"]
+        for e in ("hrda_dg", "source_only", "dginstyle", "flexseg")
+        for m in ("daformer_mitb5", "hrda_mitb5", "hrda_r101")
+    }
+    assert {k for k, on in shade.items() if on} == {
+        ("hrda_dg", "daformer_mitb5"), ("hrda_dg", "hrda_mitb5"), ("hrda_dg", "hrda_r101"),
+        ("source_only", "hrda_mitb5"), ("dginstyle", "hrda_mitb5"), ("flexseg", "hrda_mitb5"),
+    }  # fmt: skip
+    assert run_training(config, "hrda_dg", "hrda_mitb5")["shade"]["basis_styles"] == 64
+    # exp. 61 as its comment reads: the overlay turns SHADE off for HRDA MiT-B5's rows
+    comment = load_config("config/paper/gta_to_five.yaml", "config/paper/hrda_without_shade.yaml")
+    assert not run_training(comment, "flexseg", "hrda_mitb5")["shade"]["enabled"]
+    assert run_training(comment, "hrda_dg", "hrda_mitb5")["shade"]["enabled"]
+    assert not run_training(load_config(), "flexseg", "tiny")["shade"]["enabled"]
     # the demo keeps its old CE and re-crop count as config values
     demo = load_config()
     assert run_training(demo, "flexseg", "tiny")["ce_reduction"] == "valid"

@@ -1,5 +1,6 @@
-"""Distributed training on two CPU processes (gloo): identical weights, prototype bank and HAS
-scores on both ranks; the re-launch for ``nproc`` > 1; disjoint shards of the epoch order."""
+"""Distributed training on two CPU processes (gloo): identical weights, prototype bank, HAS
+scores and SHADE basis on both ranks; the re-launch for ``nproc`` > 1; disjoint shards of the
+epoch order."""
 
 from __future__ import annotations
 
@@ -31,6 +32,45 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _record_basis_passes() -> list[dict]:
+    """Wrap ``StyleBasis.refresh``: after each pass, this process's basis as the pass left it
+    (DDP's buffer broadcast at the next forward would hide a difference between ranks) and the
+    basis one process computes alone, from all source images, with the same model."""
+    import numpy as np
+
+    from flexseg.models.style_hallucination import farthest_point_sampling
+    from flexseg.shade import StyleBasis
+
+    passes: list[dict] = []
+    refresh = StyleBasis.refresh
+
+    def recorded(self, iteration):
+        result = refresh(self, iteration)
+        rank, world = self.rank, self.world
+        self.rank, self.world = 0, 1
+        try:
+            alone = self.collect(iteration).cpu()
+        finally:
+            self.rank, self.world = rank, world
+        first = int(np.random.default_rng([self.seed, iteration, 3]).integers(alone.shape[0]))
+        chosen = alone[farthest_point_sampling(alone, self.settings.basis_styles, first)]
+        channels = self.style.channels
+        state = self.state_dict()
+        passes.append(
+            {
+                "iteration": iteration,
+                "mean": state["mean"],
+                "std": state["std"],
+                "alone_mean": chosen[:, :channels],
+                "alone_std": chosen[:, channels:],
+            }
+        )
+        return result
+
+    StyleBasis.refresh = recorded
+    return passes
+
+
 def _worker(
     rank: int, world: int, port: int, params: dict, data: str, out: str, projection: bool = False
 ) -> None:
@@ -49,6 +89,8 @@ def _worker(
     if projection:  # build the GAP-only parameters whatever the experiment says
         build = flexseg.train.build_model
         flexseg.train.build_model = lambda cfg, gap_features=True: build(cfg)
+    shade_on = params["training"].get("shade", {}).get("enabled", False)
+    passes = _record_basis_passes() if shade_on else None
     result = train(params, data, Path(out) / "run", options(checkpoint_every=3))
     state = {"model": result.model.state_dict()}
     if result.bank is not None:
@@ -56,6 +98,9 @@ def _worker(
     if result.sampler is not None:
         state["scores"] = result.sampler.scores
         state["generator"] = result.sampler.generator.get_state()
+    if result.shade is not None:
+        state["basis"] = result.shade.state_dict()
+        state["passes"] = passes
     torch.save(state, Path(out) / f"rank{rank}.pt")
     dist.destroy_process_group()
 
@@ -68,7 +113,12 @@ def lists(tmp_path_factory):
 
 
 def test_two_processes_stay_identical(lists, tmp_path) -> None:
-    params = train_params(seed=0, iterations=6, has={"refresh_every": 2, "midpoint": 2, "k": 1.0})
+    """FLEX-Seg with SHADE: each rank styles its share of the source images for the basis
+    passes (iterations 0 and 4); after the gather both hold the same basis."""
+    shade = {"enabled": True, "basis_styles": 5, "refresh_every": 4}
+    params = train_params(
+        seed=0, iterations=6, has={"refresh_every": 2, "midpoint": 2, "k": 1.0}, shade=shade
+    )
     params["experiment"] = {
         "name": "flexseg",
         "data": "combined",
@@ -91,6 +141,20 @@ def test_two_processes_stay_identical(lists, tmp_path) -> None:
         assert torch.equal(r0["bank"][key], r1["bank"][key]), key
     assert torch.equal(r0["scores"], r1["scores"]) and float(r0["scores"].abs().sum()) > 0
     assert not torch.equal(r0["generator"], r1["generator"])  # each rank draws its own images
+    assert r0["basis"]["has_basis"] and r1["basis"]["has_basis"]
+    for key in ("mean", "std"):
+        assert torch.equal(r0["basis"][key], r1["basis"][key]), key
+    # each pass: both ranks computed the same basis (before any broadcast), and it is the one
+    # a single process computes from all source images with the same model
+    assert [p["iteration"] for p in r0["passes"]] == [0, 4]
+    assert [p["iteration"] for p in r1["passes"]] == [0, 4]
+    for p0, p1 in zip(r0["passes"], r1["passes"], strict=True):
+        for key in ("mean", "std"):
+            assert torch.equal(p0[key], p1[key]), (p0["iteration"], key)
+            assert torch.allclose(p0[key], p0[f"alone_{key}"], rtol=1e-5, atol=1e-6), key
+    # five distinct styles, none the zero row a missing share would leave
+    rows = torch.cat([r0["basis"]["mean"], r0["basis"]["std"]], dim=1)
+    assert len({tuple(r.tolist()) for r in rows}) == 5 and bool(rows[:, 8:].min() > 0)
     saved = torch.load(tmp_path / "run" / "model.pt", weights_only=True)["state_dict"]
     for key in saved:
         assert torch.equal(saved[key], r0["model"][key])

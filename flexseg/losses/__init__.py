@@ -1,6 +1,6 @@
 """The FLEX-Seg losses: boundary masks (Eqs. 1, 3), UBE (Eqs. 7-8), GAP (Eqs. 4-6), DAFormer's
-ImageNet feature distance, the motivation experiment's fixed boundary weight (Eq. 2), and the
-training objective that sums them (Eq. 9, ``objective.py``).
+ImageNet feature distance, SHADE's style consistency, the motivation experiment's fixed boundary
+weight (Eq. 2), and the training objective that sums them (Eq. 9, ``objective.py``).
 """
 
 from flexseg.losses.boundary import boundary_mask, downsample_labels, granularity_masks
@@ -24,6 +24,7 @@ from flexseg.losses.objective import (
     Objective,
     UbeSettings,
 )
+from flexseg.losses.style_consistency import style_consistency
 from flexseg.losses.ube import UBEResult, ube_loss
 
 __all__ = [
@@ -48,5 +49,6 @@ __all__ = [
     "granularity_masks",
     "imbalance_weights",
     "prototype_info_nce",
+    "style_consistency",
     "ube_loss",
 ]

@@ -38,6 +38,8 @@ Decisions the paper leaves open:
 * The bank lives outside the segmentor: it is saved with the checkpoint via its buffers
   (``state_dict``). In DDP every process gathers all processes' boundary features
   (``gather_for_update``) and applies the same update, so the banks stay identical.
+* ``update_images`` n (SHADE's doubled batch, ``flexseg.shade``): the loss reads every image's
+  boundary pixels, the update only those of the first n images (the original half).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class UpdateBatch:
     features: torch.Tensor  # (N, D)
     classes: torch.Tensor  # (N,) int64
     grans: torch.Tensor  # (N,) int64
+    images: torch.Tensor | None = None  # (N,) int64: the batch image of each row
 
 
 @dataclass
@@ -316,6 +319,7 @@ def boundary_features(
         features=rows,
         classes=small.reshape(-1).index_select(0, index),
         grans=finest.reshape(-1).index_select(0, index),
+        images=index // (height * width),
     )
 
 
@@ -361,10 +365,12 @@ def gap_loss(
     momentum: float = 0.99,
     update: bool = True,
     ignore_index: int = IGNORE_INDEX,
+    update_images: int | None = None,
 ) -> GAPResult:
     """L_GAP (Eq. 5) for decoder features (B, D, h, w) and full-resolution labels (B, H, W),
     computed against the bank as it was before this batch; then, if ``update``, the bank takes
-    this batch's (in DDP: all processes') boundary features by Eq. 4."""
+    this batch's (in DDP: all processes') boundary features by Eq. 4 (with ``update_images``
+    n: those of the batch's first n images only)."""
     if len(kernels) != bank.num_granularities:
         raise ValueError(
             f"{len(kernels)} GAP kernels {list(kernels)} for a bank of "
@@ -381,10 +387,14 @@ def gap_loss(
     unit = _unit(pixels.features)
     gid = pixels.classes * bank.num_granularities + pixels.grans
     result = _info_nce(unit, gid, bank, temperature)
+    # rows are in batch order: the first n images' rows are a prefix
+    rows = unit.shape[0] if update_images is None else int((pixels.images < update_images).sum())
     if update and not _distributed():
-        bank._update_groups(unit, gid, momentum, unit=True)
+        bank._update_groups(unit[:rows], gid[:rows], momentum, unit=True)
     elif update:
-        batch = gather_for_update(pixels.features, pixels.classes, pixels.grans)
+        batch = gather_for_update(
+            pixels.features[:rows], pixels.classes[:rows], pixels.grans[:rows]
+        )
         bank.update(batch.features, batch.classes, batch.grans, momentum)
     return result
 

@@ -1,13 +1,15 @@
 """The FLEX-Seg training objective (Eq. 9) over a training pass's outputs.
 
     L = sum_o w_o * (L_seg(o) + lambda_gap * L_GAP(o)) + lambda_fd * L_FD              (Eq. 9)
+        [+ lambda_sc * L_SC with SHADE, the recipe HRDA's DG results used; see below]
 
 over the segmentor's outputs o (``SegOutput``; DAFormer: one of weight w = 1; HRDA: fused 0.9
 and detail 0.1). L_seg is UBE (Eqs. 7-8, ``ube.py``) when the experiment's ``ube`` is on, the
 motivation experiment's fixed boundary weight (Eq. 2, ``boundary_weight.py``) when its
 ``boundary_weight`` is on, and the pixel cross-entropy otherwise, on logits upsampled bilinearly
 (align_corners False) to the labels, each divided by the N of ``training.ce_reduction`` (all
-pixels, as mmseg 0.16 and Eq. 8; or the valid ones); L_GAP is the prototype InfoNCE (Eqs. 3-6, ``gap.py``) on the output's decoder feature,
+pixels, as mmseg 0.16 and Eq. 8; or the valid ones); L_GAP is the prototype InfoNCE (Eqs. 3-6,
+``gap.py``) on the output's decoder feature,
 with one prototype bank shared by all outputs, when ``gap`` is on (lambda_gap =
 ``training.gap.weight``, 0.5); L_FD is DAFormer's ImageNet feature distance
 (``feature_distance.py``, lambda_fd = ``training.feature_distance.weight``, 0.005) when enabled.
@@ -22,6 +24,12 @@ Decisions the paper leaves open:
   part of N.
 * UBE and the Eq. 2 weight both weight the cross-entropy: an objective with both is refused.
 * The losses are computed in float32 whatever the autocast dtype of the forward pass.
+* SHADE (``shade``, ``flexseg.shade``): the outputs hold [original; stylized] (2B images, the
+  labels twice) and L gains ``consistency_weight`` x the style consistency of the first output's
+  logits (``style_consistency.py``; HRDA: the fused logits). The segmentation loss and GAP's
+  loss read both halves, GAP's bank is updated from the original half, HAS gets the mean of an
+  image's two losses, the feature distance compares both halves with the ImageNet features of
+  the unstylized images. The decisions are ``flexseg.shade``'s.
 
 A new term is a local change: a name in ``TERMS``, its settings, and its lines in ``__call__``.
 """
@@ -42,12 +50,14 @@ from flexseg.losses.boundary import boundary_mask
 from flexseg.losses.boundary_weight import boundary_weighted_loss
 from flexseg.losses.feature_distance import feature_distance
 from flexseg.losses.gap import PrototypeBank, gap_loss
+from flexseg.losses.style_consistency import style_consistency
 from flexseg.losses.ube import pixel_means, pixel_rows, ube_loss
+from flexseg.shade import ShadeSettings
 
 if TYPE_CHECKING:
     from flexseg.models import SegOutput
 
-TERMS = ("seg", "gap", "fd")
+TERMS = ("seg", "gap", "fd", "style")
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,7 @@ class LossTerms:
     total: torch.Tensor
     parts: dict[str, torch.Tensor]  # by TERMS
     per_image: torch.Tensor  # (B,) detached segmentation loss of each image of the main output
+    # (SHADE: the mean of the image's original and stylized losses)
 
     def values(self) -> torch.Tensor:
         """total, then the parts in TERMS order, detached."""
@@ -108,9 +119,10 @@ def cross_entropy(
 
 @dataclass
 class Objective:
-    """Eq. 9. ``ube`` / ``gap`` / ``boundary_weight`` None: that part is off (plain CE / no GAP
-    term / no Eq. 2 weight); the feature distance is on when ``imagenet_model`` is given;
-    ``ce_reduction`` is the segmentation losses' N (all or valid pixels)."""
+    """Eq. 9. ``ube`` / ``gap`` / ``boundary_weight`` / ``shade`` None: that part is off (plain
+    CE / no GAP term / no Eq. 2 weight / no SHADE); the feature distance is on when
+    ``imagenet_model`` is given; ``ce_reduction`` is the segmentation losses' N (all or valid
+    pixels)."""
 
     ube: UbeSettings | None
     gap: GapSettings | None
@@ -120,6 +132,7 @@ class Objective:
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
     boundary_weight: BoundaryWeightSettings | None = None
     ce_reduction: str = "valid"
+    shade: ShadeSettings | None = None
 
     def __post_init__(self) -> None:
         if self.gap is not None and self.bank is None:
@@ -131,7 +144,14 @@ class Objective:
 
     def __call__(self, outputs: Sequence[SegOutput], images: torch.Tensor) -> LossTerms:
         zero = images.new_zeros((), dtype=torch.float32)
-        seg_total, gap_total, fd_total, per_image = zero, zero, zero, None
+        seg_total, gap_total, fd_total, style_total, per_image = zero, zero, zero, zero, None
+        batch = images.shape[0]
+        if self.shade is not None:  # SHADE: every output holds [original; stylized]
+            if any(o.logits.shape[0] != 2 * batch for o in outputs):
+                raise ValueError(
+                    f"SHADE is on but the outputs do not hold 2 x {batch} images: the model "
+                    "has no style hallucination attached (flexseg.shade.StyleBasis)"
+                )
         for out in outputs:
             # Upsampled in channels-last: on a CPU the bilinear kernel and its backward run 2-3x
             # faster than on (B, C, H, W) memory, and the losses read the result as pixel rows.
@@ -157,7 +177,8 @@ class Objective:
                 seg, images_loss = weighted.loss, weighted.per_image
             else:
                 seg, images_loss = cross_entropy(logits, out.labels, self.ce_reduction)
-            per_image = images_loss if per_image is None else per_image
+            if per_image is None:  # SHADE: the mean of the two halves, (2, B); else (1, B)
+                per_image = images_loss.view(-1, batch).mean(dim=0)
             seg_total = seg_total + out.weight * seg
             if self.gap is not None:
                 if out.features is None:
@@ -170,6 +191,7 @@ class Objective:
                     kernels=g.kernels,
                     temperature=g.temperature,
                     momentum=g.momentum,
+                    update_images=batch if self.shade is not None else None,
                 ).loss
                 gap_total = gap_total + out.weight * gap
         total = seg_total + (self.gap.weight * gap_total if self.gap is not None else 0.0)
@@ -177,6 +199,8 @@ class Objective:
         if self.imagenet_model is not None and with_features:
             with torch.no_grad(), self.autocast():
                 reference = self.imagenet_model.encode_last_stage(images)
+            if self.shade is not None:  # both halves against the unstylized images' features
+                reference = torch.cat([reference, reference])
             share = self.feature_distance.thing_share
             for out in with_features:
                 fd_total = fd_total + feature_distance(
@@ -184,5 +208,8 @@ class Objective:
                 )
             fd_total = fd_total / len(with_features)
             total = total + self.feature_distance.weight * fd_total
-        parts = {"seg": seg_total, "gap": gap_total, "fd": fd_total}
+        if self.shade is not None:
+            style_total = style_consistency(outputs[0].logits)
+            total = total + self.shade.consistency_weight * style_total
+        parts = {"seg": seg_total, "gap": gap_total, "fd": fd_total, "style": style_total}
         return LossTerms(total=total, parts=parts, per_image=per_image)

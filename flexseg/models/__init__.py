@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flexseg.labels import NUM_CLASSES
+from flexseg.models.encoders import attach_style
 from flexseg.models.heads import DAFormerHead, DeepLabV2Head, HeadOutput
 from flexseg.models.hrda import CropBox, HRDASegmentor
 from flexseg.models.segmentor import (
@@ -31,6 +32,7 @@ __all__ = [
     "ModelSpec",
     "SegOutput",
     "Segmentor",
+    "attach_style",
     "build_model",
     "parse_model_config",
 ]

@@ -18,6 +18,14 @@ Both return a list of feature maps ``(B, C_i, H / s_i, W / s_i)``, shallowest fi
   ``pytorch_model.bin`` (timm's hub layout), or a hub id; weights load with timm's strict
   state-dict check. open-mmlab's ``resnet101_v1c`` checkpoint uses other key names and must be
   converted to timm's first (not done here).
+
+SHADE (``flexseg.models.style_hallucination``, training only): an encoder may carry a ``style``
+module (``attach_style``); ``forward(images, stylize=True)`` then doubles the batch after the
+first stage (MiT: stage 1, ``hidden_sizes[0]`` channels; ResNet: the stem after its max-pool,
+``bn1`` channels, stride 4), and ``style_features`` gives that first-stage feature alone (what
+the basis is computed from). MiT then runs its stages one by one (``SegformerModel.stages``,
+transformers >= 5), which is the loop of ``SegformerModel.forward``; without ``stylize`` the
+encoder is called whole, as before.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from torch import nn
 from transformers import SegformerConfig, SegformerModel
 
 from flexseg.config import ConfigError
+from flexseg.models.style_hallucination import StyleHallucination
 
 # Constructor arguments of SegformerConfig; the generic PretrainedConfig ones (return_dict,
 # id2label, ...) are accepted too because the constructor takes them.
@@ -70,6 +79,21 @@ class MiTEncoder(nn.Module):
             total *= s
             strides.append(total)
         self.strides: tuple[int, ...] = tuple(strides)
+        self.style: StyleHallucination | None = None
+
+    @property
+    def style_channels(self) -> int:
+        """Channels of the first stage (the feature SHADE re-styles)."""
+        return int(self.channels[0])
+
+    def _stages(self) -> nn.ModuleList:
+        stages = getattr(self.model, "stages", None)
+        if not isinstance(stages, nn.ModuleList):
+            raise ConfigError(
+                "training.shade needs a transformers SegformerModel with per-stage modules "
+                "(SegformerModel.stages, transformers >= 5)"
+            )
+        return stages
 
     @classmethod
     def build(
@@ -81,9 +105,28 @@ class MiTEncoder(nn.Module):
             return cls(SegformerModel(SegformerConfig(**fields)))
         return cls(load_segformer(pretrained, overrides=fields, where=f"{where}.pretrained"))
 
-    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        out = self.model(pixel_values=images, output_hidden_states=True, return_dict=True)
-        return list(out.hidden_states)
+    def forward(self, images: torch.Tensor, stylize: bool = False) -> list[torch.Tensor]:
+        if not stylize:
+            out = self.model(pixel_values=images, output_hidden_states=True, return_dict=True)
+            return list(out.hidden_states)
+        style = _require_style(self.style)
+        feats, hidden = [], images
+        for i, stage in enumerate(self._stages()):
+            hidden = stage(hidden)
+            if i == 0:
+                hidden = style(hidden)
+            feats.append(hidden)
+        return feats
+
+    def style_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The first stage's output (B, C_1, H / 4, W / 4), never stylized."""
+        return self._stages()[0](images)
+
+
+def _require_style(style: StyleHallucination | None) -> StyleHallucination:
+    if style is None:
+        raise RuntimeError("stylize=True but no style hallucination is attached (attach_style)")
+    return style
 
 
 def _check_local(pretrained: str, where: str) -> None:
@@ -181,6 +224,25 @@ class ResNetEncoder(nn.Module):
             ) from err
         self.channels: tuple[int, ...] = tuple(self.model.feature_info.channels())
         self.strides: tuple[int, ...] = tuple(self.model.feature_info.reduction())
+        self.style: StyleHallucination | None = None
+
+    @property
+    def style_channels(self) -> int:
+        """Channels of the stem (the feature SHADE re-styles)."""
+        self._stem_end()
+        return int(self.model.bn1.num_features)
+
+    def _stem_end(self) -> list[str]:
+        """The names of the stem's modules, ending with its max-pool."""
+        names = list(self.model.keys())
+        if "maxpool" not in names or not isinstance(
+            getattr(self.model, "bn1", None), nn.BatchNorm2d
+        ):
+            raise ConfigError(
+                f"training.shade: the timm model's modules {names} lack the conv1 / bn1 / act1 / "
+                "maxpool stem SHADE re-styles after"
+            )
+        return names[: names.index("maxpool") + 1]
 
     @classmethod
     def build(
@@ -204,8 +266,31 @@ class ResNetEncoder(nn.Module):
             where=where,
         )
 
-    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        return list(self.model(images))
+    def forward(self, images: torch.Tensor, stylize: bool = False) -> list[torch.Tensor]:
+        if not stylize:
+            return list(self.model(images))
+        style, stem = _require_style(self.style), self._stem_end()
+        x = images
+        for name, module in self.model.items():
+            x = module(x)
+            if name == stem[-1]:
+                x = style(x)
+        return [x]
+
+    def style_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The stem's output (B, C_stem, H / 4, W / 4), never stylized."""
+        x = images
+        for name in self._stem_end():
+            x = self.model[name](x)
+        return x
 
 
 Encoder = MiTEncoder | ResNetEncoder
+
+
+def attach_style(
+    encoder: MiTEncoder | ResNetEncoder, basis_styles: int, concentration: float
+) -> StyleHallucination:
+    """Give ``encoder`` a style hallucination module after its first stage (no basis yet)."""
+    encoder.style = StyleHallucination(encoder.style_channels, basis_styles, concentration)
+    return encoder.style

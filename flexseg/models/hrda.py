@@ -40,6 +40,14 @@ Decisions the papers leave open or that this implementation adds:
   the tile's pixel size, averaged where tiles overlap, and the fusion is done at the input
   resolution; this accepts any input size and differs from HRDA only by the order of two
   bilinear interpolations. Tiles go through the network in chunks of ``TILE_CHUNK`` images.
+- SHADE (``flexseg.shade``): the anchor re-styles inside the backbone, so every encoder pass of
+  training is doubled: the context and the detail views each become [original; stylized], with
+  their own Dirichlet draws (an image's stylized context and detail views get different styles,
+  as the anchor's per-pass draws give them). The scale attention runs on the doubled context
+  features, both outputs hold 2B images and their labels are doubled. The style consistency
+  reads the fused logits only. ``style_features`` (the basis pass) reads the context view, the
+  input the ImageNet feature distance also compares on (HRDA's feature_scale 0.5); the anchor's
+  style-collection path for HRDA is not among its public files read, so that choice is ours.
 """
 
 from __future__ import annotations
@@ -197,14 +205,14 @@ class HRDASegmentor(Segmentor):
         self._check_box(box, height, width)
 
         context = resize(images, self.context_size(height, width))
-        lr_feats, lr_out = self.encode_decode(context)
+        lr_feats, lr_out = self.encode_decode(context, stylize=self.stylizes)
         attention = self.attention(lr_feats)
         detail = images[:, :, box.y0 : box.y1, box.x0 : box.x1]
-        _, hr_out = self.encode_decode(detail)
+        _, hr_out = self.encode_decode(detail, stylize=self.stylizes)
 
         grid = (height // self.output_stride, width // self.output_stride)
         fused = self.fuse(lr_out.logits, attention, hr_out.logits, box, grid)
-        labels = labels.long()
+        labels = self.training_labels(labels)
         return [
             SegOutput(
                 logits=fused,
@@ -259,3 +267,7 @@ class HRDASegmentor(Segmentor):
     def encode_last_stage(self, images: torch.Tensor) -> torch.Tensor:
         """The context view's last encoder stage (what the fused output's stage_features are)."""
         return self.encoder(resize(images, self.context_size(*images.shape[-2:])))[-1]
+
+    def style_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The context view's first-stage feature (the SHADE basis is computed from it)."""
+        return self.encoder.style_features(resize(images, self.context_size(*images.shape[-2:])))

@@ -17,6 +17,11 @@ Decisions the paper leaves open:
 - ``encode_last_stage`` gives the encoder's last stage for the input the training pass encoded
   for ``stage_features``, so a frozen ImageNet copy built from the same config yields the
   matching features for the feature distance.
+- SHADE (``flexseg.shade``): with a style hallucination attached to the encoder
+  (``attach_style``) and in training mode, ``forward_train`` encodes with ``stylize=True``: every
+  output then holds 2B images, [original; stylized], and its labels are the input labels twice.
+  ``predict`` and ``encode_last_stage`` never stylize. ``style_features`` is the first-stage
+  feature of the input as the training pass encodes it (the SHADE basis is computed from it).
 """
 
 from __future__ import annotations
@@ -183,18 +188,30 @@ class Segmentor(nn.Module):
         """Whether the training outputs carry GAP features (``build_model``'s ``gap_features``)."""
         return bool(self.decode_head.gap_features)
 
-    def encode_decode(self, images: torch.Tensor) -> tuple[list[torch.Tensor], HeadOutput]:
-        feats = self.encoder(images)
+    @property
+    def stylizes(self) -> bool:
+        """Whether ``forward_train`` doubles the batch with SHADE's stylized copy."""
+        return self.training and getattr(self.encoder, "style", None) is not None
+
+    def encode_decode(
+        self, images: torch.Tensor, stylize: bool = False
+    ) -> tuple[list[torch.Tensor], HeadOutput]:
+        feats = self.encoder(images, stylize=stylize)
         return feats, self.decode_head(feats)
+
+    def training_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """The labels of a training pass's outputs: twice over when the pass stylizes."""
+        labels = labels.long()
+        return torch.cat([labels, labels]) if self.stylizes else labels
 
     def forward_train(self, images: torch.Tensor, labels: torch.Tensor) -> list[SegOutput]:
         check_batch(images, labels)
-        feats, out = self.encode_decode(images)
+        feats, out = self.encode_decode(images, stylize=self.stylizes)
         return [
             SegOutput(
                 logits=out.logits,
                 features=out.features,
-                labels=labels.long(),
+                labels=self.training_labels(labels),
                 weight=1.0,
                 stage_features=feats[-1],
             )
@@ -208,6 +225,10 @@ class Segmentor(nn.Module):
     def encode_last_stage(self, images: torch.Tensor) -> torch.Tensor:
         """The last encoder stage of ``images`` as ``forward_train`` reports it."""
         return self.encoder(images)[-1]
+
+    def style_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The encoder's first-stage feature of ``images`` (never stylized)."""
+        return self.encoder.style_features(images)
 
     def forward(
         self, images: torch.Tensor, labels: torch.Tensor | None = None
