@@ -41,9 +41,8 @@ Decisions left open:
 - The ControlNet's zero convolutions (the condition encoder's output convolution, one per U-Net
   residual and the mid-block one) learn at ``zero_conv_lr_mult`` x the learning rate (the demo:
   10; DGInStyle and the ControlNet paper: one rate). They start at zero, so at first the
-  frozen U-Net sees no layout at all; with one rate the demo ControlNet needed 900 steps for
-  the generated-set score (``docs/decisions.md``) that a ten times faster rate for the zero
-  convolutions reaches in 300.
+  frozen U-Net sees no layout at all; measured on the demo (``docs/decisions.md``), 300 steps
+  with a ten times faster rate for them score the generated set as 900 steps at one rate do.
 """
 
 from __future__ import annotations
