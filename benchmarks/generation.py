@@ -99,6 +99,7 @@ def bench_sd15(args: argparse.Namespace, device: torch.device) -> None:
         large_component_px=int(20000 * (args.sd15_crop / 512) ** 2),
         dtype=args.dtype,
         tf32=False,
+        controlnet_scale=1.0,
     )
     for stride in (8, 16):
         for batch in (args.tile_batch, 1):

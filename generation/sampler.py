@@ -24,7 +24,9 @@ generated images, makes one image per label crop in two passes:
    down to the crop size.
 
 CFG: eps = eps_u + g (eps_c - eps_u), with an empty negative prompt for eps_u (DGInStyle passes
-no negative prompt); no CFG when g <= 1, as in diffusers.
+no negative prompt); no CFG when g <= 1, as in diffusers. The ControlNet's residuals are
+multiplied by ``controlnet_scale`` before they enter the U-Net (diffusers' conditioning scale;
+DGInStyle: 1), in both CFG branches and both passes.
 
 Decisions the paper leaves open (taken from the released code, or stated here):
 
@@ -70,7 +72,7 @@ from .components import Components, require_stateless
 @dataclass(frozen=True)
 class SamplerSettings:
     """``generation.sampler`` without ``device`` (where the components load; ``dtype`` is what
-    they load as). ``controlnet_scale`` is DGInStyle's, not a config key."""
+    they load as)."""
 
     steps: int
     guidance_scale: float
@@ -81,7 +83,7 @@ class SamplerSettings:
     large_component_px: int
     dtype: str
     tf32: bool
-    controlnet_scale: float = 1.0
+    controlnet_scale: float
 
     @classmethod
     def from_section(cls, sampler: Mapping[str, Any]) -> SamplerSettings:

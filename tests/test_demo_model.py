@@ -7,6 +7,7 @@ import csv
 import json
 import math
 import os
+from dataclasses import replace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -19,6 +20,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from flexseg.config import ConfigError, load_config, schema_at, stage_params
 from flexseg.io import DataError, write_image, write_label
 from flexseg.labels import CITYSCAPES_ID_TO_TRAIN_ID, CLASS_NAMES
+from flexseg.prompts import class_list
 from generation.architecture import (
     build_controlnet,
     build_text_encoder,
@@ -42,6 +44,7 @@ from generation.demo.train import (
     TextEmbedder,
     TrainLog,
     captions_with_dropout,
+    class_list_prompts,
     denoising_loss,
     latent_scaling,
     learning_rate,
@@ -49,6 +52,7 @@ from generation.demo.train import (
     onehot_batch,
     train_denoiser,
     vae_loss,
+    zero_convolutions,
 )
 from generation.tokenizer import (
     MAX_LENGTH,
@@ -106,6 +110,7 @@ def tiny_params() -> dict:
                 "batch_size": 2,
                 "lr": 1e-3,
                 "caption_dropout": 0.0,
+                "zero_conv_lr_mult": 10.0,
             },
         },
     }
@@ -486,6 +491,51 @@ def test_text_encoder_learns_only_when_trainable(trainable, tmp_path):
     assert not text.trainable and not any(p.requires_grad for p in text_encoder.parameters())
 
 
+def test_zero_convolutions_learn_at_the_multiplied_rate(tmp_path):
+    settings = settings_from_params(tiny_params())
+    sizes, cfg = demo_sizes(settings.architecture), settings.controlnet
+    tokenizer = build_tokenizer(tmp_path, ["road car"])
+    torch.manual_seed(0)
+    text = TextEmbedder(tokenizer, build_text_encoder(sizes, tokenizer))
+    unet = build_unet(sizes, sample_size=4)
+    controlnet = build_controlnet(sizes, unet)
+    # Reference: the zero convolutions are the layers whose weights start as zeros (with their
+    # biases; many other biases start at zero too).
+    params = dict(controlnet.named_parameters())
+    zero_layers = {n.rsplit(".", 1)[0] for n, p in params.items() if n.endswith(".weight")}
+    zero_layers = {layer for layer in zero_layers if not params[f"{layer}.weight"].any()}
+    zeros = {n for n in params if n.rsplit(".", 1)[0] in zero_layers}
+    chosen = {id(p) for p in zero_convolutions(controlnet)}
+    assert zeros == {n for n, p in params.items() if id(p) in chosen}
+    before = {name: p.detach().clone() for name, p in controlnet.named_parameters()}
+    rng = np.random.default_rng(0)
+    items = [
+        LatentImage("a", torch.randn(4, 4, 4), torch.ones(4, 4, 4), scene_label(rng, 32, 32), "")
+    ]
+    one_step = replace(cfg, steps=1)
+    train_denoiser(
+        DenoiserSetup(unet=unet, controlnet=controlnet),
+        items,
+        text,
+        class_list_prompts(class_list),
+        one_step,
+        "v_prediction",
+        4,
+        8,
+        1.0,
+        0,
+        TrainLog("t", 1),
+    )
+    moved = {
+        name: (p.detach() - before[name]).abs().max().item()
+        for name, p in controlnet.named_parameters()
+    }
+    # Adam's first step moves each weight by the learning rate (times the sign of its gradient).
+    lr = learning_rate(0, 1, cfg.lr)
+    assert max(moved[n] for n in zeros) == pytest.approx(cfg.zero_conv_lr_mult * lr, rel=1e-3)
+    assert max(v for n, v in moved.items() if n not in zeros) <= 1.001 * lr
+
+
 def test_latent_scaling_gives_unit_variance():
     rng = torch.Generator().manual_seed(0)
     items = [
@@ -568,6 +618,7 @@ def test_default_config_slice_reads():
         ("vae", "chroma_weight", -1.0, "vae.chroma_weight: -1.0 is less than"),
         (None, "crop_size", 36, "multiple of 8"),
         (None, "crop_size", 40, "cannot halve"),
+        ("controlnet", "zero_conv_lr_mult", 0.0, "zero_conv_lr_mult: 0.0 is less than or equal"),
     ],
 )
 def test_bad_settings_raise(section, key, value, match):

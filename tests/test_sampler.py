@@ -52,6 +52,7 @@ SMALL = SamplerSettings(
     large_component_px=100,
     dtype="float32",
     tf32=False,
+    controlnet_scale=1.0,
 )
 
 

@@ -41,6 +41,7 @@ def sampler_params(steps: int = 2) -> dict:
         "tile_latent": 4,
         "tile_stride": 2,
         "large_component_px": 100,
+        "controlnet_scale": 1.0,
         "dtype": "float32",
         "tf32": False,
     }

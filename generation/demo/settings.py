@@ -47,6 +47,13 @@ class DenoiserTraining:
 
 
 @dataclass(frozen=True)
+class ControlNetTraining(DenoiserTraining):
+    """The ControlNet fit, whose zero convolutions learn at ``zero_conv_lr_mult`` x ``lr``."""
+
+    zero_conv_lr_mult: float
+
+
+@dataclass(frozen=True)
 class DemoSettings:
     seed: int
     crop_size: int
@@ -57,7 +64,7 @@ class DemoSettings:
     vae: VaeTraining
     prior: DenoiserTraining
     source: DenoiserTraining
-    controlnet: DenoiserTraining
+    controlnet: ControlNetTraining
 
 
 def settings_from_params(params: Mapping[str, Any]) -> DemoSettings:

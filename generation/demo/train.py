@@ -38,6 +38,11 @@ Decisions left open:
   first 10 % of the steps (at most 100) then a cosine decay to 10 % of the learning rate (few
   steps, so the end of training settles); gradients clipped at norm 1 as in DGInStyle's
   ControlNet recipe; no EMA.
+- The ControlNet's zero convolutions (the condition encoder's output convolution, one per U-Net
+  residual and the mid-block one) learn at ``zero_conv_lr_mult`` x the learning rate (the demo:
+  10; DGInStyle and the ControlNet paper: one rate). They start at zero, so at first the
+  frozen U-Net sees no layout at all; measured on the demo (``docs/decisions.md``), 300 steps
+  with a ten times faster rate for them score the generated set as 900 steps at one rate do.
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ from generation.demo.data import (
     sample_crops,
     sample_pixel_crops,
 )
-from generation.demo.settings import DenoiserTraining, VaeTraining
+from generation.demo.settings import ControlNetTraining, DenoiserTraining, VaeTraining
 from generation.tokenizer import tokenize
 
 LOG_COLUMNS = ("stage", "step", "loss", "lr", "seconds")
@@ -110,8 +115,9 @@ def learning_rate(step: int, steps: int, peak: float) -> float:
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group to ``lr`` times its ``lr_mult`` (1 unless the group says otherwise)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_mult", 1.0)
 
 
 def vae_loss(
@@ -309,6 +315,33 @@ def onehot_batch(labels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.stack([to_onehot20(label) for label in labels]))
 
 
+def zero_convolutions(controlnet: ControlNetModel) -> list[torch.nn.Parameter]:
+    """The parameters of a ControlNet's zero-initialised output convolutions: the one after the
+    condition encoder, one per U-Net down-block residual, the mid-block one."""
+    modules = [
+        controlnet.controlnet_cond_embedding.conv_out,
+        *controlnet.controlnet_down_blocks,
+        controlnet.controlnet_mid_block,
+    ]
+    return [p for m in modules for p in m.parameters()]
+
+
+def parameter_groups(
+    setup: DenoiserSetup, params: list[torch.nn.Parameter], cfg: DenoiserTraining
+) -> list[dict]:
+    """One optimizer group for a U-Net; for a ControlNet two, its zero convolutions learning at
+    ``cfg.zero_conv_lr_mult`` x the learning rate."""
+    if setup.controlnet is None:
+        return [{"params": params}]
+    if not isinstance(cfg, ControlNetTraining):
+        raise TypeError(f"a ControlNet fit needs ControlNetTraining, got {type(cfg).__name__}")
+    zero = {id(p) for p in zero_convolutions(setup.controlnet)}
+    return [
+        {"params": [p for p in params if id(p) not in zero]},
+        {"params": [p for p in params if id(p) in zero], "lr_mult": cfg.zero_conv_lr_mult},
+    ]
+
+
 def train_denoiser(
     setup: DenoiserSetup,
     items: list[LatentImage],
@@ -334,7 +367,12 @@ def train_denoiser(
     params = list(model.parameters())
     if text.trainable:
         params += list(text.text_encoder.parameters())
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2, foreach=True)
+    optimizer = torch.optim.AdamW(
+        parameter_groups(setup, params, cfg),
+        lr=cfg.lr,
+        weight_decay=1e-2,
+        foreach=True,
+    )
     for step in range(cfg.steps):
         lr = learning_rate(step, cfg.steps, cfg.lr)
         _set_lr(optimizer, lr)
