@@ -1,4 +1,5 @@
-"""Train one segmentor: ``python -m flexseg.train --params P --data CSV --out-dir DIR``.
+"""Train one segmentor: ``python -m flexseg.train --params P --data CSV --model-file model.pt
+--loss-log loss_log.csv --resolved-config config.json --checkpoint-dir DIR``.
 
 The recipe is DAFormer's (which FLEX-Seg inherits; training_and_evaluation.md §1): AdamW with the
 decode head at 10x the rate, poly decay with linear warmup (``flexseg.schedule``), and the
@@ -12,7 +13,7 @@ Decisions the paper leaves open:
 
 * A non-finite loss stops the run at once with an error naming the iteration and the term; the
   step is not taken and no checkpoint is written after it.
-* Checkpoints (``DIR/checkpoints/last.pt``, every ``checkpoint_every`` iterations) hold the
+* Checkpoints (``DIR/last.pt``, every ``checkpoint_every`` iterations) hold the
   objects ``Checkpoint`` lists (what is saved is what is restored) and a hash of (params, data
   list, world size). A run resumes from it when the hash matches and starts fresh otherwise
   (saying so). Data order and augmentation are pure functions of (seed, draw number, image), so
@@ -267,10 +268,22 @@ class Checkpoint:
 
 
 @dataclass(frozen=True)
+class RunFiles:
+    """What a run writes: its outputs (the model, the loss log, the resolved config with seed and
+    git revision) and the folder of its resume state (``last.pt``, and TensorBoard events when
+    tensorboard is installed)."""
+
+    model: Path
+    loss_log: Path
+    resolved_config: Path
+    checkpoints: Path
+
+
+@dataclass(frozen=True)
 class TrainResult:
     """What a run did, with the trained objects (for programmatic use and tests)."""
 
-    out_dir: Path
+    files: RunFiles
     iterations_done: int
     completed: bool  # False when stopped early by ``stop_after``
     resumed_from: int  # 0 for a fresh start
@@ -341,20 +354,20 @@ def build_loader(
     return loader, plan, sampler
 
 
-def _tensorboard(out_dir: Path, proc: Process) -> Any:
+def _tensorboard(folder: Path, proc: Process) -> Any:
     if not proc.is_main:
         return None
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         return None
-    return SummaryWriter(log_dir=str(out_dir / "tensorboard"))
+    return SummaryWriter(log_dir=str(folder / "tensorboard"))
 
 
 def train(
     params: dict[str, Any],
     data_path: str | os.PathLike,
-    out_dir: str | os.PathLike,
+    files: RunFiles,
     options: dict[str, Any] | None = None,
     stop_after: int | None = None,
 ) -> TrainResult:
@@ -364,7 +377,7 @@ def train(
     params = read_stage(params, "train")
     spec, run = build(RunSpec, params), build(Execution, read_execution("train", options or {}))
     exp, recipe = spec.experiment, spec.training
-    data_path, out_dir = Path(data_path), Path(out_dir)
+    data_path = Path(data_path)
     proc = start_process(run.device, run.threads, recipe.amp)
     apply_tf32(recipe.tf32)
     device = proc.device
@@ -410,22 +423,23 @@ def train(
     log = LossLog()
 
     checkpoint = Checkpoint(
-        out_dir / "checkpoints" / "last.pt",
+        files.checkpoints / "last.pt",
         params_hash(params, data_path, proc.world),
         shared={"model": model, "optimizer": optimizer, "scaler": scaler, "bank": bank, "log": log},
         per_process={"sampler": sampler, "rng": RandomState(device)},
     )
     if proc.is_main:
         # a job killed inside a write (a checkpoint, the loss log) left a temporary behind
-        for folder in (out_dir, checkpoint.path.parent):
-            remove_stale_temporaries(folder)
+        # (the outputs' own temporaries only: their folder may be shared)
+        for place in (files.model, files.loss_log, files.resolved_config, files.checkpoints):
+            remove_stale_temporaries(place)
     start, elapsed_before = checkpoint.restore(proc)
     revision = git_revision()
     if proc.is_main:
         record = {"params": params, "seed": spec.seed, "git_revision": revision}
         record.update(data=str(data_path), world_size=proc.world, params_hash=checkpoint.run_hash)
-        write_json(out_dir / "config.json", record)
-    writer = _tensorboard(out_dir, proc)
+        write_json(files.resolved_config, record)
+    writer = _tensorboard(files.checkpoints, proc)
     from tqdm import tqdm
 
     progress = tqdm(
@@ -476,7 +490,7 @@ def train(
             threshold = sampler.threshold(it) if sampler else float("nan")
             row = log.flush(done, recipe.lr * schedule.factor(it), threshold, seconds)
             if proc.is_main:
-                write_text(out_dir / "loss_log.csv", log.csv_text())
+                write_text(files.loss_log, log.csv_text())
                 progress.set_postfix(loss=f"{row['total']:.4f}", refresh=False)
                 if writer is not None:
                     for name in ("lr", *VALUES):
@@ -497,9 +511,9 @@ def train(
         for buffer in model.buffers():
             dist.broadcast(buffer, src=0)
     if completed and proc.is_main:
-        write_text(out_dir / "loss_log.csv", log.csv_text())
+        write_text(files.loss_log, log.csv_text())
         save_model(
-            out_dir / "model.pt",
+            files.model,
             model,
             spec.model,
             experiment=exp.name,
@@ -510,13 +524,13 @@ def train(
         )
         proc.say(
             f"trained {recipe.iterations} iterations ({done - start} in this run); "
-            f"wrote {out_dir / 'model.pt'}"
+            f"wrote {files.model}"
         )
     elif not completed:
         proc.say(f"stopped after iteration {done} (--stop-after); no model.pt written")
     if proc.active:
         dist.barrier()
-    return TrainResult(out_dir, done, completed, start, model, bank, sampler)
+    return TrainResult(files, done, completed, start, model, bank, sampler)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -527,12 +541,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m flexseg.train",
         description="Train one segmentor (one experiment x model x seed) on a data list; writes "
-        "DIR/model.pt, DIR/config.json, DIR/loss_log.csv and resumable DIR/checkpoints/last.pt. "
-        "With nproc > 1 the command re-launches itself as nproc DDP processes, as torchrun does.",
+        "the model, the loss log, the resolved config and resumable checkpoints. With nproc > 1 "
+        "the command re-launches itself as nproc DDP processes, as torchrun does.",
     )
     add_params_arguments(parser)
     parser.add_argument("--data", required=True, help="the data list CSV to train on")
-    parser.add_argument("--out-dir", required=True, help="the run folder to write")
+    for option, what in (
+        ("--model-file", "the trained model (model.pt) to write"),
+        ("--loss-log", "the loss log (CSV) to write"),
+        ("--resolved-config", "the run's params, seed and git revision (JSON) to write"),
+        ("--checkpoint-dir", "the folder of the resume state (last.pt), kept across kills"),
+    ):
+        parser.add_argument(option, required=True, type=Path, help=what)
     add_execution_arguments(parser, "train")
     parser.add_argument("--experiment", help="with --config: the experiment to train")
     parser.add_argument("--model", help="with --config: the model to train")
@@ -562,7 +582,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return relaunch(params["nproc"], argv)
         if world > 1 and params["nproc"] not in (1, world):
             raise ConfigError(f"nproc is {params['nproc']} but torchrun started {world} processes")
-        train(params, args.data, args.out_dir, options, stop_after=args.stop_after)
+        files = RunFiles(args.model_file, args.loss_log, args.resolved_config, args.checkpoint_dir)
+        train(params, args.data, files, options, stop_after=args.stop_after)
     except (ConfigError, DataError, TrainingError) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 1

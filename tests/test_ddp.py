@@ -18,7 +18,14 @@ import torch.multiprocessing as mp
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
 
-from train_fixtures import make_tree, options, train_params, write_lists  # noqa: E402
+from train_fixtures import (  # noqa: E402
+    make_tree,
+    options,
+    run_file_args,
+    run_files,
+    train_params,
+    write_lists,
+)
 
 from flexseg.data.training_set import EpochOrder, draw_number  # noqa: E402
 
@@ -49,7 +56,7 @@ def _worker(
     if projection:  # build the GAP-only parameters whatever the experiment says
         build = flexseg.train.build_model
         flexseg.train.build_model = lambda cfg, gap_features=True: build(cfg)
-    result = train(params, data, Path(out) / "run", options(checkpoint_every=3))
+    result = train(params, data, run_files(Path(out) / "run"), options(checkpoint_every=3))
     state = {"model": result.model.state_dict()}
     if result.bank is not None:
         state["bank"] = result.bank.state_dict()
@@ -118,8 +125,7 @@ def test_nproc_relaunches_under_torchrun(lists, tmp_path) -> None:
             json.dumps(params),
             "--data",
             str(lists["combined"]),
-            "--out-dir",
-            str(tmp_path),
+            *run_file_args(tmp_path),
             *("--checkpoint-every", "2", "--threads", "1", "--workers", "0", "--device", "cpu"),
         ],
         cwd=REPO,

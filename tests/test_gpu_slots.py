@@ -371,15 +371,10 @@ def test_snakemake_without_gpus_runs_the_plain_commands(tmp_path, stand_in):
     assert all(r["ids"] is None and r["saw"] == 6 for r in records), records
 
 
-# The GPU stages of the paper's pipeline (every rule asking for `resources: gpu` is checked).
-GPU_STAGES = {
-    "demo_generator_prior",
-    "demo_generator_source",
-    "demo_generator_controlnet",
-    "generate_shard",
-    "train",
-    "evaluate",
-}
+# The GPU stages of the paper's pipeline (every rule asking for `resources: gpu` is checked);
+# the demo generator has no device code: it runs on the CPU and holds no GPU.
+GPU_STAGES = {"generate_shard", "train", "evaluate", "quality_score"}
+CPU_STAGES = {"demo_generator_prior", "demo_generator_source", "demo_generator_controlnet"}
 
 
 def shell_commands(output: str) -> list[tuple[str, int, str]]:
@@ -406,6 +401,8 @@ def test_the_demo_dag_wraps_exactly_the_gpu_jobs(tmp_path):
     proc = snakemake("-n", "-p", "--cores", "8", "all", "--configfile", str(overlay), cwd=tmp_path)
     commands = shell_commands(proc.stdout)
     assert {rule for rule, gpus, _ in commands if gpus} >= GPU_STAGES
+    assert not {rule for rule, gpus, _ in commands if gpus} & CPU_STAGES
+    assert CPU_STAGES <= {rule for rule, _, _ in commands}
     jobs = {rule: n for rule, n in job_counts(proc.stdout).items() if rule != "all"}
     assert len(commands) == sum(jobs.values())  # every job's command was seen
     for rule, gpus, command in commands:

@@ -274,7 +274,7 @@ def test_interrupted_jobs_resume_and_the_table_matches(finished_run, tmp_path, m
     each with a half-written temporary beside it (built directly, no signals): the plain
     command resumes both and ends with the table of the uninterrupted run."""
     from flexseg.config import execution_values, load_config, stage_params
-    from flexseg.train import train
+    from flexseg.train import RunFiles, train
     from generation.shard import run_shard
 
     shard_dir = Path("results/generation/shards/000")
@@ -295,6 +295,7 @@ def test_interrupted_jobs_resume_and_the_table_matches(finished_run, tmp_path, m
         "results/generation/jobs.csv",
         0,
         config["generation"]["jobs"]["shards"],
+        shard_dir / "manifest.csv",  # the rule's paths (generation.smk)
         shard_dir,
         prior=model / "prior",
         controlnet=model / "controlnet",
@@ -314,7 +315,10 @@ def test_interrupted_jobs_resume_and_the_table_matches(finished_run, tmp_path, m
     assert " 1 already complete" in shard_log, shard_log
     params = stage_params(config, "train", experiment="flexseg", model="tiny", seed=0)
     options = execution_values(config, "train")  # what the rule passes
-    result = train(params, "results/dataset/combined.csv", run, options, stop_after=4)
+    files = RunFiles(  # the rule's paths (train.smk)
+        run / "model.pt", run / "loss_log.csv", run / "config.json", run / "checkpoints"
+    )
+    result = train(params, "results/dataset/combined.csv", files, options, stop_after=4)
     assert result.iterations_done == 4 and not result.completed
     assert (run / "checkpoints" / "last.pt").is_file() and not (run / "model.pt").exists()
     stale += [
