@@ -246,6 +246,19 @@ def test_the_slurm_profile_keeps_the_rules_gpu_counts(tmp_path):
         assert r["slurm_partition"] == partition, (rule, r)
 
 
+def test_the_demo_generator_takes_no_gpu_and_runs_on_the_cpu_partition(tmp_path):
+    """The demo generator trains on the CPU (generation/demo has no device setting): its jobs
+    hold no GPU slot, and the SLURM profile sends them to the CPU partition."""
+    proc = snakemake(
+        "-n", "all", "--profile", str(REPO / "workflow/profiles/slurm"), cwd=tmp_path
+    )  # fmt: skip
+    res = planned_resources(proc.stdout)
+    demo = {"demo_generator_prior", "demo_generator_source", "demo_generator_controlnet"}
+    assert demo <= set(res) and res["generate_shard"]["gpu"] == "1"
+    for rule in demo:
+        assert "gpu" not in res[rule] and res[rule]["slurm_partition"] == "cpu", (rule, res[rule])
+
+
 def test_the_tables_are_the_ones_the_config_asks_for(tmp_path):
     """Table 1 always; Table 2 for ablation runs, the domain gap for held_out, the comparison
     for tables.compare_paper: decided from the config, one rule each."""
