@@ -148,7 +148,7 @@ def test_all_produces_the_results_table(finished_run):
     # The domain gap (held_out: the demo's source_val) sets each run's score on it beside its targets.
     gap = {r["experiment"]: r for r in read_table(finished_run / "results/tables/domain_gap.csv")}
     assert set(gap) == {"source_only", "flexseg"}
-    assert float(gap["source_only"]["held_out"]) == pytest.approx(source["miou"], abs=1e-6)
+    assert float(gap["source_only"]["held_out"]) == pytest.approx(source["miou"], abs=0.01)
     assert {row["name"] for row in quality if row["scope"] == "condition"} <= {
         "standard", "fog", "rain", "snow", "night"
     }  # fmt: skip
