@@ -184,7 +184,64 @@ def _check_references(config: dict[str, Any], source: str) -> None:
     for name, model in config["models"].items():
         merged = deep_merge(config["training"], model["training"])
         check(merged, training_schema, source, prefix=f"models.{name}.training")
+        _check_override(model["training"], "training", source, f"models.{name}.training")
+    panels = config["tables"]["motivation_panels"]["experiments"]
+    for name in panels:
+        if name not in config["experiments"]:
+            raise ConfigError(
+                f"invalid {source}: tables.motivation_panels.experiments names {name!r}, which "
+                f"is not a key of experiments (known: {sorted(config['experiments'])})"
+            )
+    for name, experiment in config["experiments"].items():
+        _check_experiment(config, name, experiment, source)
     _check_quality(config, source)
+
+
+def _check_override(value: Any, section: str, source: str, where: str) -> None:
+    """One override layer (``where``) against ``section``'s schema, less the excluded keys; a
+    copy is checked, so no default is filled into the override itself."""
+    if section == "hrda":
+        schema = schema_at("models.*.hrda")
+    else:
+        schema = Part(section, drop=OVERRIDE_EXCLUDED[section]).schema()
+        schema.pop("required", None)
+    check(copy.deepcopy(value), schema, source, prefix=where)
+
+
+def _check_experiment(
+    config: Mapping[str, Any], name: str, experiment: Mapping[str, Any], source: str
+) -> None:
+    """An experiment's recipe overrides, then every run it could make (one per model)."""
+    where = f"experiments.{name}"
+    if experiment["ube"] and experiment["boundary_weight"]:
+        raise ConfigError(
+            f"invalid {source}: {where}: ube and boundary_weight both weight the cross-entropy "
+            "(Eq. 8, Eq. 2); turn one off"
+        )
+    for section in ("training", "evaluation"):
+        if section in experiment:
+            _check_override(experiment[section], section, source, f"{where}.{section}")
+    for model, layers in experiment.get("models", {}).items():
+        if model not in config["models"]:
+            raise ConfigError(
+                f"invalid {source}: {where}.models names {model!r}, which is not a key of "
+                f"models (known: {sorted(config['models'])})"
+            )
+        for section, value in layers.items():
+            _check_override(value, section, source, f"{where}.models.{model}.{section}")
+        if "hrda" in layers and config["models"][model]["architecture"] != "hrda":
+            raise ConfigError(
+                f"invalid {source}: {where}.models.{model}.hrda: models.{model} is not an hrda "
+                "model"
+            )
+    for model in config["models"]:
+        training = run_training(config, name, model)
+        check(training, schema_at("training"), source, prefix=f"training of {name} x {model}")
+        if training["online_rcs"] and experiment["data"] == "generated":
+            raise ConfigError(
+                f"invalid {source}: training.online_rcs is on for {name} x {model}, but "
+                f"{where}.data is generated: online RCS draws source images"
+            )
 
 
 def _check_quality(config: dict[str, Any], source: str) -> None:
@@ -215,6 +272,62 @@ def load_config(*paths: str | Path, overrides: Mapping[str, Any] | None = None) 
     return validate(config, source=" + ".join(str(p) for p in files))
 
 
+# ---------------------------------------------------------------------------------------------
+# Runs: an experiment x a model, with the recipe overrides merged (experiments.schema.yaml)
+
+RECIPE_KEYS = ("training", "evaluation", "models")  # an experiment's overrides, not its flags
+
+
+def _layers(config: Mapping[str, Any], experiment: str | None, model: str | None, section: str):
+    """The override layers of ``section`` for a run, weakest first (absent ones left out)."""
+    layers = []
+    if section == "training" and model is not None:
+        layers.append(config["models"][model].get("training", {}))
+    if experiment is not None:
+        entry = config["experiments"][experiment]
+        layers.append(entry.get(section, {}) if section != "hrda" else {})
+        if model is not None:
+            layers.append(entry.get("models", {}).get(model, {}).get(section, {}))
+    return layers
+
+
+def run_training(config: Mapping[str, Any], experiment: str, model: str) -> dict[str, Any]:
+    """``training`` of run (experiment, model): models.<m>.training, experiments.<e>.training and
+    experiments.<e>.models.<m>.training merged over it in that order (the later wins)."""
+    value = dict(config["training"])
+    for layer in _layers(config, experiment, model, "training"):
+        value = deep_merge(value, layer)
+    return value
+
+
+def run_evaluation(
+    config: Mapping[str, Any], experiment: str | None = None, model: str | None = None
+) -> dict[str, Any]:
+    """``evaluation`` of a run: experiments.<e>.evaluation, then experiments.<e>.models.<m>
+    .evaluation merged over it; without a run (a named checkpoint), the shared section."""
+    value = dict(config["evaluation"])
+    for layer in _layers(config, experiment, model, "evaluation"):
+        value = deep_merge(value, layer)
+    return value
+
+
+def run_model(config: Mapping[str, Any], experiment: str, model: str) -> dict[str, Any]:
+    """The models entry of a run, experiments.<e>.models.<m>.hrda merged over its hrda."""
+    value = copy.deepcopy(dict(config["models"][model]))
+    for layer in _layers(config, experiment, model, "hrda"):
+        value["hrda"] = deep_merge(value.get("hrda", {}), layer)
+    return value
+
+
+def run_data(config: Mapping[str, Any], experiment: str, model: str) -> str:
+    """The data list a run trains on (results/dataset/<kind>.csv): the experiment's data, except
+    that a combined run with online RCS reads the whole source + the generated set."""
+    data = config["experiments"][experiment]["data"]
+    if data == "combined" and run_training(config, experiment, model)["online_rcs"]:
+        return "combined_full"
+    return data
+
+
 def training_runs(config: Mapping[str, Any]) -> list[tuple[str, str, int]]:
     """(experiment, model, seed) of every training run: the main grid, then Table 2's ablations."""
     r, abl = config["run"], config["run"]["ablations"]
@@ -241,21 +354,29 @@ def quality_run(config: Mapping[str, Any]) -> tuple[str, str, int] | None:
 
 @dataclasses.dataclass(frozen=True)
 class Part:
-    """The config node at dotted ``path`` (``{name}``: from the wildcards and ``source``) with
-    ``merge`` (a model's training overrides) merged over it, less the ``drop`` keys; ``named``
-    adds the path's last key as ``name``."""
+    """The config node at dotted ``path`` (``{name}``: from the wildcards and ``source``), or with
+    ``run`` set the run's merged section (``RUN_SECTIONS``: the node with the recipe overrides of
+    the wildcards' experiment and model merged over it), less the ``drop`` keys (``drop_each``:
+    of each entry of a mapping of entries); ``named`` adds the path's last key as ``name``."""
 
     path: str
     drop: tuple[str, ...] = ()
     named: bool = False
-    merge: str | None = None
+    run: str | None = None
+    drop_each: tuple[str, ...] = ()
 
     def value(self, config: Mapping[str, Any], names: Mapping[str, Any]) -> Any:
-        value = _lookup(config, self.path.format(**names))
-        if self.merge is not None:
-            value = deep_merge(value, _lookup(config, self.merge.format(**names)))
+        if self.run is not None:
+            value = RUN_SECTIONS[self.run](config, names)
+        else:
+            value = _lookup(config, self.path.format(**names))
         if isinstance(value, Mapping):
             value = {k: copy.deepcopy(v) for k, v in value.items() if k not in self.drop}
+            if self.drop_each:
+                value = {
+                    k: {kk: vv for kk, vv in v.items() if kk not in self.drop_each}
+                    for k, v in value.items()
+                }
             if self.named:
                 value = {"name": self.path.format(**names).split(".")[-1], **value}
         return value
@@ -266,9 +387,20 @@ class Part:
             node["properties"].pop(key)
         if self.drop and "required" in node:
             node["required"] = [k for k in node["required"] if k not in self.drop]
+        for key in self.drop_each:
+            node["additionalProperties"]["properties"].pop(key)
         if self.named:
             node["properties"]["name"] = {"type": "string", "minLength": 1}
         return node
+
+
+# The sections a run merges from the recipe overrides (a run without a model or experiment in
+# the wildcards, e.g. the quality reference of a named checkpoint, takes the shared section).
+RUN_SECTIONS: dict[str, Any] = {
+    "training": lambda config, n: run_training(config, n["experiment"], n["model"]),
+    "evaluation": lambda config, n: run_evaluation(config, n.get("experiment"), n.get("model")),
+    "model": lambda config, n: run_model(config, n["experiment"], n["model"]),
+}
 
 
 class Seed:
@@ -304,12 +436,20 @@ EXECUTION: dict[str, tuple[str, ...]] = {
     "generate": ("generation.sampler.tile_batch", "generation.sampler.device"),
 }
 
+# Keys an override (models.<m>.training, an experiment's) may not hold: execution settings (the
+# rules read them from the shared section, so an override would be ignored) and the DAG's datasets.
+OVERRIDE_EXCLUDED: dict[str, tuple[str, ...]] = {
+    "training": (*TRAIN_EXECUTION, "nproc"),
+    "evaluation": ("datasets", "scales", "device"),
+}
+
 SLICES: dict[str, dict[str, Part | Seed]] = {
     # The prior's captions use the generation prompt's template and condition words.
-    "render_demo": {"demo": Part("demo"), "prompt": Part("generation.prompt")},
+    "render_demo": {"demo": Part("demo"), "prompt": Part("generation.prompt", drop=("scheme",))},
     # Not rcs.workers (the rule's threads): the process count does not change the statistics.
     "class_stats": {"source": SOURCE_ENTRY},
     "rcs_subset": {"rcs": Part("rcs", drop=("workers",))},
+    "rcs_online": {"rcs": Part("rcs", drop=("workers", "subset_size", "seed"))},
     # Not jobs.shards: how the table is split later does not change it.
     "generation_jobs": {
         "rcs": Part("rcs", drop=("workers", "subset_size", "seed")),
@@ -334,16 +474,14 @@ SLICES: dict[str, dict[str, Part | Seed]] = {
     # Not the experiment's label (a display name: the tables' slice has it). nproc is a setting:
     # it multiplies the global batch.
     "train": {
-        "experiment": Part("experiments.{experiment}", drop=("label",), named=True),
-        "model": Part("models.{model}", drop=("training",), named=True),
-        "training": Part(
-            "training", drop=(*TRAIN_EXECUTION, "nproc"), merge="models.{model}.training"
-        ),
+        "experiment": Part("experiments.{experiment}", drop=("label", *RECIPE_KEYS), named=True),
+        "model": Part("models.{model}", drop=("training",), named=True, run="model"),
+        "training": Part("training", drop=(*TRAIN_EXECUTION, "nproc"), run="training"),
         "nproc": Part("training.nproc"),
         "seed": Seed(),
     },
     "evaluate": {
-        "evaluation": Part("evaluation", drop=("datasets", "scales", "device")),
+        "evaluation": Part("evaluation", drop=("datasets", "scales", "device"), run="evaluation"),
         "scale": Part("evaluation.scales.{dataset}"),
         "dataset": DATASET_ENTRY,
     },
@@ -358,10 +496,13 @@ SLICES: dict[str, dict[str, Part | Seed]] = {
     # Table 1, Table 2 and the comparison with the paper (which tables are written is the
     # workflow's choice, from the config: not in any slice).
     "tables": {
-        "tables": Part("tables", drop=("compare_panels", "compare_paper")),
-        "experiments": Part("experiments"),
+        "tables": Part("tables", drop=("compare_panels", "compare_paper", "motivation_panels")),
+        "experiments": Part("experiments", drop_each=RECIPE_KEYS),
     },
-    "domain_gap": {"held_out": Part("held_out"), "experiments": Part("experiments")},
+    "domain_gap": {
+        "held_out": Part("held_out"),
+        "experiments": Part("experiments", drop_each=RECIPE_KEYS),
+    },
 }
 
 
@@ -467,6 +608,7 @@ class Experiment:
     gap: bool
     ube: bool
     has: bool
+    boundary_weight: bool = False
     label: str | None = None  # not in the training slice (a display name)
 
     @property
@@ -475,8 +617,16 @@ class Experiment:
         return self.label or self.name
 
 
+def experiment_entry(config: Mapping[str, Any], name: str) -> Experiment:
+    """The typed flags of ``experiments.<name>`` (its recipe overrides left out)."""
+    entry = config["experiments"][name]
+    return build(
+        Experiment, {"name": name, **{k: v for k, v in entry.items() if k not in RECIPE_KEYS}}
+    )
+
+
 def experiment_titles(config: Mapping[str, Any], names: list[str]) -> list[str]:
-    return [build(Experiment, {"name": n, **config["experiments"][n]}).title for n in names]
+    return [experiment_entry(config, n).title for n in names]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,6 +16,12 @@ matrix over the whole split, mIoU = 100 x nan-mean of per-class IoU; per-conditi
 matrix per condition (ACDC's fog / night / rain / snow); the boundary region is Eq. 1 on the
 ground truth with ``boundary_kernel`` for both dilation and erosion.
 
+The run's evaluation settings are its experiment's (``flexseg.config.run_evaluation``: e.g. the
+HRDA dg recipe tests DAFormer on the whole image). metrics.json also records the run's
+``recipe`` (``run_recipe``: what it trained on, SHADE, the feature distance, the CE's N, the Eq. 2
+weight, HRDA's detail crop, the test mode), from model.pt's params, so every table row can name
+the recipe behind it.
+
 Decisions: per-class IoU and the error rates are written in percent; undefined values (a class
 absent from ground truth and prediction, a region without pixels) are JSON ``null``. The panel
 images are spread evenly over the split (the first images of ACDC would all be fog), each tile
@@ -194,12 +200,44 @@ def run_identity(meta: Any, checkpoint: str) -> tuple[str, str, int]:
     return meta.experiment, meta.model, meta.seed
 
 
+def run_recipe(
+    params: Mapping[str, Any], model_config: Mapping[str, Any], test_mode: str
+) -> dict[str, Any]:
+    """The recipe of a run as metrics.json records it, from its model.pt's params and model
+    config (keys a file from before a setting existed lacks are left out)."""
+    experiment = params.get("experiment") or {}
+    training = params.get("training") or {}
+    data = experiment.get("data")
+    online = bool(training.get("online_rcs", False))
+    if online:
+        source = "whole source, online RCS"
+    else:
+        source = "RCS subset" if data == "combined" else "whole source"
+    recipe: dict[str, Any] = {
+        "data": {"source": source, "combined": f"{source} + generated"}.get(data, str(data)),
+        "online_rcs": online,
+    }
+    if "shade" in training:
+        recipe["shade"] = bool(training["shade"]["enabled"])
+    if "feature_distance" in training:
+        recipe["feature_distance"] = bool(training["feature_distance"]["enabled"])
+    if "ce_reduction" in training:
+        recipe["ce_reduction"] = training["ce_reduction"]
+    if experiment.get("boundary_weight"):
+        recipe["boundary_weight"] = float(training["boundary_weight"]["alpha"])
+    if model_config.get("architecture") == "hrda":
+        recipe["detail_crop"] = int(model_config["hrda"]["detail_crop"])
+    recipe["test"] = test_mode
+    return recipe
+
+
 def metrics_record(
     result: EvaluationResult,
     identity: tuple[str, str, int],
     dataset: str,
     settings: EvalSettings,
     extra: Mapping[str, Any],
+    recipe: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The metrics.json content."""
     s = result.scores
@@ -220,6 +258,7 @@ def metrics_record(
         "interior_pixels": s.boundary.interior_valid,
         "num_images": s.num_images,
         "confusion": s.confusion.tolist(),
+        "recipe": dict(recipe) if recipe is not None else None,
         "settings": {
             "mode": inf.mode,
             "window": inf.window,
@@ -274,7 +313,8 @@ def run(
         model, prefetch(refs, load), len(refs), settings, device, desc=f"evaluate {entry['name']}"
     )
     extra = {"device": str(device), "checkpoint": str(checkpoint), "git_revision": git_revision()}
-    record = metrics_record(result, identity, str(entry["name"]), settings, extra)
+    recipe = run_recipe(meta.params, meta.model_config, settings.inference.mode)
+    record = metrics_record(result, identity, str(entry["name"]), settings, extra, recipe)
     write_panels(files.panels, [tiles_row(t) for t in result.panels])
     save_tiles(files.tiles, result.panels)
     write_json(files.metrics, record)

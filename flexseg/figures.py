@@ -14,6 +14,15 @@ and their tiles already scaled to the panel height (labels as train ids, nearest
 scaled), so comparing runs reads kilobytes, not the datasets. Runs of one (model, dataset) pick
 the same images (``flexseg.evaluate.panel_indices``); different names are an error.
 ``python -m flexseg.figures compare --panels A.npz B.npz --titles A B --out fig.png`` draws it.
+
+The paper's Fig. 2 (a generated training image and its label next to the predictions of the
+DGInStyle baseline, the Eq. 2 boundary weight and FLEX-Seg on it) is ``generated_panels``:
+``python -m flexseg.figures generated --manifest M --checkpoints A.pt B.pt C.pt --titles A B C
+--images 4 --out fig.png``. The images are spread evenly over the merged generated set (sorted by
+name, the job order) and each is predicted whole at the size training fed generated images to
+that model (its ``training.generated_resize``), as the quality report predicts them
+(``flexseg.quality.feed_settings``): they are the runs' own training images, so the panel shows
+how each loss fits misaligned labels, not how it generalizes.
 """
 
 from __future__ import annotations
@@ -195,6 +204,47 @@ def comparison_image(runs: Sequence[tuple[str, Sequence[PanelTiles]]]) -> np.nda
     return panels_image(rows, titles)
 
 
+def generated_panels(
+    manifest: str | Path,
+    checkpoints: Sequence[str | Path],
+    titles: Sequence[str],
+    images: int,
+    device: str = "auto",
+) -> np.ndarray:
+    """Fig. 2: per generated image, image | one prediction per checkpoint | label."""
+    from flexseg.checkpoint import load_model
+    from flexseg.data.readers import list_samples, load_sample
+    from flexseg.device import resolve_device
+    from flexseg.evaluate import panel_indices
+    from flexseg.inference import predict_image
+    from flexseg.quality import feed_settings
+
+    if len(titles) != len(checkpoints) or not checkpoints:
+        raise ValueError(f"{len(checkpoints)} checkpoints but {len(titles)} titles")
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise DataError(f"generated-set manifest not found: {manifest}")
+    refs = list_samples({"name": "generated", "format": "generated", "root": str(manifest.parent)})
+    chosen = [refs[i] for i in sorted(panel_indices(len(refs), images))]
+    if not chosen:
+        raise DataError(f"{manifest.parent}: the generated set holds no images")
+    samples = [(ref.name, *load_sample(ref)) for ref in chosen]
+    torch_device = resolve_device(device, "evaluation.device")
+    runs = []
+    for title, path in zip(titles, checkpoints, strict=True):
+        model, meta = load_model(path, map_location=torch_device)
+        box = ((meta.params or {}).get("training") or {}).get("generated_resize")
+        tiles = []
+        for name, rgb, label in samples:
+            h, w = label.shape
+            settings = feed_settings(h, w, box)
+            pred = predict_image(model, rgb, (h, w), settings, torch_device).labels
+            tiles.append(panel_tiles(name, rgb, pred, label))
+        runs.append((title, tiles))
+        del model
+    return comparison_image(runs)
+
+
 def panels_image(rows: Sequence[np.ndarray], titles: Sequence[str] = PANEL_TITLES) -> np.ndarray:
     """Stack panel rows (padded to the widest) under a header naming the columns."""
     if not rows:
@@ -231,13 +281,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmp.add_argument("--panels", nargs="+", required=True, help="panels.npz of each run")
     cmp.add_argument("--titles", nargs="+", required=True, help="one column title per run")
     cmp.add_argument("--out", required=True, help="PNG to write")
+    gen = sub.add_parser(
+        "generated",
+        help="the paper's Fig. 2: generated training images, one prediction per run, labels",
+    )
+    gen.add_argument("--manifest", required=True, help="the merged generated set's manifest.csv")
+    gen.add_argument("--checkpoints", nargs="+", required=True, help="model.pt of each run")
+    gen.add_argument("--titles", nargs="+", required=True, help="one column title per run")
+    gen.add_argument("--images", type=int, default=4, help="generated images shown")
+    gen.add_argument("--device", default="auto", help="auto, cpu or cuda (evaluation.device)")
+    gen.add_argument("--out", required=True, help="PNG to write")
     args = parser.parse_args(argv)
-    if len(args.titles) != len(args.panels):
-        parser.error(f"{len(args.panels)} --panels but {len(args.titles)} --titles")
+    runs_given = args.panels if args.command == "compare" else args.checkpoints
+    if len(args.titles) != len(runs_given):
+        parser.error(f"{len(runs_given)} runs but {len(args.titles)} --titles")
     try:
-        runs = [(t, load_tiles(p)) for t, p in zip(args.titles, args.panels, strict=True)]
-        write_image(args.out, comparison_image(runs))
-    except DataError as err:
+        if args.command == "compare":
+            runs = [(t, load_tiles(p)) for t, p in zip(args.titles, args.panels, strict=True)]
+            write_image(args.out, comparison_image(runs))
+        else:
+            image = generated_panels(
+                args.manifest, args.checkpoints, args.titles, args.images, args.device
+            )
+            write_image(args.out, image)
+    except (DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

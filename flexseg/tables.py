@@ -19,6 +19,16 @@ Decisions the paper leaves open:
 - Measured rows are matched to the published ones by experiment name (``method_key``) and model
   name (``model_key``, e.g. daformer_mitb5, hrda_mitb5, hrda_r101): name the models of a run
   after the published keys to get a comparison; unmatched rows get empty published cells.
+- A published row is compared with the run of its own recipe: the "DAFormer" and "HRDA" MiT-B5
+  rows (HRDA dg experiment 50) have method_key ``hrda_dg``, so the comparison takes that
+  experiment's runs for them, whether or not it is a main experiment; ``source_only``, the
+  controlled baseline (dginstyle's settings without generated data), has no published row there.
+  The ResNet-101 "HRDA" row's recipe is not published; it stays matched with ``source_only``.
+  Every comparison row names both recipes: ``recipe`` the measured run's (``recipe_text`` of
+  the ``recipe`` its metrics.json records, ``flexseg.evaluate.run_recipe``), ``published_recipe``
+  the one behind the published number (``published/table1.csv``).
+- Table 2 also lists the motivation experiment (Eq. 2, the ``boundary_weight`` flag, column
+  ``BOUNDARY``) right after the baseline, when it was run.
 
 One command per table, each writing the files it is given (``python -m flexseg.tables main |
 ablation | domain-gap | paper-comparison --params P --metrics ... --table ...``): ``main``
@@ -44,6 +54,7 @@ from typing import Any
 import pandas as pd
 
 from flexseg.config import (
+    RECIPE_KEYS,
     ConfigError,
     Experiment,
     Part,
@@ -88,6 +99,7 @@ class RunMetrics:
     boundary_error: float
     interior_error: float
     num_images: int
+    recipe: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -139,8 +151,11 @@ def read_metrics(path: str | Path) -> RunMetrics:
         raise DataError(f"{path}: seed must be an integer, got {seed!r}")
     per_class = data.get("per_class") or {}
     per_condition = data.get("per_condition") or {}
+    recipe = data.get("recipe")
     if not isinstance(per_class, dict) or not isinstance(per_condition, dict):
         raise DataError(f"{path}: per_class and per_condition must be JSON objects")
+    if recipe is not None and not isinstance(recipe, dict):
+        raise DataError(f"{path}: recipe must be a JSON object, got {recipe!r}")
     return RunMetrics(
         path=p,
         experiment=str(data["experiment"]),
@@ -155,13 +170,40 @@ def read_metrics(path: str | Path) -> RunMetrics:
         boundary_error=_number(data.get("boundary_error"), "boundary_error", p),
         interior_error=_number(data.get("interior_error"), "interior_error", p),
         num_images=int(data.get("num_images", 0)),
+        recipe=recipe,
     )
 
 
 def parse_experiments(entries: Mapping[str, Mapping[str, Any]]) -> dict[str, Experiment]:
-    """The config's ``experiments`` (checked against the schema) by name."""
+    """The config's ``experiments`` (checked against the schema; recipe overrides left out) by
+    name."""
     checked = read_part(entries, Part("experiments"), "experiments")
-    return {name: build(Experiment, {"name": name, **e}) for name, e in checked.items()}
+    return {
+        name: build(
+            Experiment, {"name": name, **{k: v for k, v in e.items() if k not in RECIPE_KEYS}}
+        )
+        for name, e in checked.items()
+    }
+
+
+def recipe_text(recipe: Mapping[str, Any] | None) -> str:
+    """One line naming a run's recipe (``flexseg.evaluate.run_recipe``): its data, SHADE, the
+    feature distance, the CE's N, the HRDA detail crop and the test mode."""
+    if not recipe:
+        return "not recorded"
+    parts = [str(recipe.get("data", "?"))]
+    for key, name in (("shade", "SHADE"), ("feature_distance", "FD")):
+        if key in recipe:
+            parts.append(f"{name} {'on' if recipe[key] else 'off'}")
+    if recipe.get("boundary_weight"):
+        parts.append(f"Eq. 2 alpha {recipe['boundary_weight']:g}")
+    if "ce_reduction" in recipe:
+        parts.append(f"CE over {recipe['ce_reduction']} px")
+    if recipe.get("detail_crop") is not None:
+        parts.append(f"detail crop {recipe['detail_crop']}")
+    if "test" in recipe:
+        parts.append(f"{recipe['test']} test")
+    return "; ".join(parts)
 
 
 def class_column(name: str) -> str:
@@ -300,15 +342,17 @@ def main_table(
 
 
 def _flag_order(e: Experiment) -> tuple[int, str]:
-    # Table 2's row order: baseline, GAP, UBE, GAP + UBE, all three; other combinations after.
+    # Table 2's row order: baseline, Eq. 2's boundary weight, GAP, UBE, GAP + UBE, all three;
+    # other combinations after.
     order = {
-        (False, False, False): 0,
-        (True, False, False): 1,
-        (False, True, False): 2,
-        (True, True, False): 3,
-        (True, True, True): 4,
+        (False, False, False, False): 0,
+        (False, False, False, True): 1,
+        (True, False, False, False): 2,
+        (False, True, False, False): 3,
+        (True, True, False, False): 4,
+        (True, True, True, False): 5,
     }
-    return order.get((e.gap, e.ube, e.has), 5), e.name
+    return order.get((e.gap, e.ube, e.has, e.boundary_weight), 6), e.name
 
 
 def ablation_experiments(
@@ -337,11 +381,15 @@ def ablation_table(
     table = summary_table(
         per_seed, [(m, e) for m in ablated for e in names], TABLE2_COLUMNS, experiments
     )
-    for pos, flag in enumerate(("gap", "ube", "has")):
+    for pos, flag in enumerate(ABLATION_FLAGS):
         table.insert(
             3 + pos, flag.upper(), [getattr(experiments[e], flag) for e in table["experiment"]]
         )
     return table
+
+
+ABLATION_FLAGS = ("gap", "ube", "has", "boundary_weight")
+ABLATION_HEADERS = {"GAP": "GAP", "UBE": "UBE", "HAS": "HAS", "BOUNDARY_WEIGHT": "Eq. 2"}
 
 
 def domain_gap_table(long: pd.DataFrame, held_out: str) -> pd.DataFrame:
@@ -376,11 +424,34 @@ def read_published(name: str) -> pd.DataFrame:
         raise DataError(f"unreadable published table flexseg/published/{name}: {err}") from err
 
 
-def paper_comparison(main: pd.DataFrame, ablation: pd.DataFrame | None) -> pd.DataFrame:
-    """Measured vs published, one row per (table, model, experiment, column)."""
+def comparison_experiments(present: Sequence[str], main_experiments: Sequence[str]) -> list[str]:
+    """Table 1's experiments for the comparison: the main ones, then every other evaluated one
+    that a published Table 1 row names as its recipe (``hrda_dg``)."""
+    keys = set(read_published("table1.csv")["method_key"])
+    extra = [e for e in dict.fromkeys(present) if e not in main_experiments and e in keys]
+    return [*main_experiments, *extra]
+
+
+def run_recipes(runs: Sequence[RunMetrics]) -> dict[tuple[str, str], str]:
+    """``recipe_text`` per (experiment, model); the seeds' and datasets' records must agree."""
+    out: dict[tuple[str, str], str] = {}
+    for r in runs:
+        key, text = (r.experiment, r.model), recipe_text(r.recipe)
+        if out.setdefault(key, text) != text:
+            raise DataError(
+                f"{r.path}: records the recipe {text!r}, another file of {key} {out[key]!r}"
+            )
+    return out
+
+
+def paper_comparison(
+    table1: pd.DataFrame, ablation: pd.DataFrame | None, recipes: Mapping[tuple[str, str], str]
+) -> pd.DataFrame:
+    """Measured vs published, one row per (table, model, experiment, column), each naming the
+    measured run's recipe and the published number's."""
     rows = []
     for table_name, measured, columns in (
-        ("Table 1", main, TABLE1_COLUMNS),
+        ("Table 1", table1, TABLE1_COLUMNS),
         ("Table 2", ablation, TABLE2_COLUMNS),
     ):
         if measured is None or measured.empty:
@@ -396,6 +467,7 @@ def paper_comparison(main: pd.DataFrame, ablation: pd.DataFrame | None) -> pd.Da
                     f"flexseg/published: several {table_name} rows for method "
                     f"{m['experiment']!r} and model {m['model']!r}"
                 )
+            published_recipe = str(match.iloc[0]["recipe"]) if len(match) else ""
             for col in columns:
                 pub = float(match.iloc[0][col]) if len(match) else math.nan
                 rows.append(
@@ -404,16 +476,19 @@ def paper_comparison(main: pd.DataFrame, ablation: pd.DataFrame | None) -> pd.Da
                         "model": m["model"],
                         "experiment": m["experiment"],
                         "method": m["method"],
+                        "recipe": recipes.get((m["experiment"], m["model"]), "not recorded"),
                         "column": col,
                         "measured": m[col],
                         "measured_std": m[f"{col}_std"],
                         "seeds": m["seeds"],
                         "published": pub,
                         "difference": m[col] - pub,
+                        "published_recipe": published_recipe,
                     }
                 )
-    header = ["table", "model", "experiment", "method", "column", "measured", "measured_std"]
-    return pd.DataFrame(rows, columns=[*header, "seeds", "published", "difference"])
+    header = ["table", "model", "experiment", "method", "recipe", "column", "measured"]
+    tail = ["measured_std", "seeds", "published", "difference", "published_recipe"]
+    return pd.DataFrame(rows, columns=[*header, *tail])
 
 
 def _cell(mean: float, std: float) -> str:
@@ -428,13 +503,13 @@ def markdown(table: pd.DataFrame, columns: Sequence[str], flags: bool = False) -
     """A Markdown rendering: mean ± std per cell (just the mean for one seed, – when missing)."""
     head = ["Model", "Method", "Seeds"]
     if flags:
-        head += ["GAP", "UBE", "HAS"]
+        head += list(ABLATION_HEADERS.values())
     head += list(columns)
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for _, r in table.iterrows():
         cells = [str(r["model"]), str(r["method"]), str(r["seeds"])]
         if flags:
-            cells += ["✓" if r[f] else "-" for f in ("GAP", "UBE", "HAS")]
+            cells += ["✓" if r[f] else "-" for f in ABLATION_HEADERS]
         cells += [_cell(r[c], r[f"{c}_std"]) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -447,6 +522,7 @@ class Results:
     long: pd.DataFrame
     per_seed: pd.DataFrame
     models: list[str]
+    runs: list[RunMetrics]
 
 
 def read_results(
@@ -456,7 +532,7 @@ def read_results(
         raise ValueError("no metrics files given")
     runs = [read_metrics(p) for p in metrics_paths]
     long = long_table(runs, experiments)
-    return Results(long, per_seed_scores(long), _model_order(runs))
+    return Results(long, per_seed_scores(long), _model_order(runs), runs)
 
 
 def ablation_for(
@@ -515,8 +591,12 @@ def write_paper_comparison(
     experiments: Mapping[str, Experiment],
     table: str | Path,
 ) -> None:
-    main = main_table(results.per_seed, results.models, settings.main_experiments, experiments)
-    write_csv(table, paper_comparison(main, ablation_for(results, settings, experiments)))
+    """The measured Table 1 (the main experiments and every other one a published row names as
+    its recipe) and Table 2 next to the published numbers, each row naming both recipes."""
+    names = comparison_experiments(list(results.long["experiment"]), settings.main_experiments)
+    table1 = main_table(results.per_seed, results.models, names, experiments)
+    ablation = ablation_for(results, settings, experiments)
+    write_csv(table, paper_comparison(table1, ablation, run_recipes(results.runs)))
 
 
 def write_domain_gap(results: Results, held_out: str | None, table: str | Path) -> None:

@@ -22,6 +22,10 @@ Decisions the paper leaves open:
   none of them changes the trained model (the loss log's rows follow ``--log-every``).
 * The model and images are channels-last on every device. TF32 for the float32 work is
   ``tf32`` (``flexseg.precision``), set either way.
+* The recipe of a run is its experiment's and model's (``flexseg.config.run_training``: the
+  shared ``training``, then the model's, the experiment's and the experiment's per-model
+  overrides). With ``online_rcs`` every source sample is an online RCS draw from the table
+  ``--online-rcs`` names (``flexseg.data.rcs.OnlineRcs``); the table's bytes join the resume hash.
 * DDP: every process keeps an identical prototype bank (all processes' boundary features update
   it) and identical HAS scores (losses all-reduced at each refresh); the loss terms are averaged
   over processes. ``nproc`` is a param: it multiplies the global batch.
@@ -61,6 +65,7 @@ from flexseg.config import (
     read_stage,
 )
 from flexseg.data.lists import read_data_list
+from flexseg.data.rcs import OnlineRcs
 from flexseg.data.training_set import (
     BatchPlan,
     EpochOrder,
@@ -85,6 +90,7 @@ from flexseg.labels import NUM_CLASSES
 from flexseg.losses.gap import PrototypeBank
 from flexseg.losses.objective import (
     TERMS,
+    BoundaryWeightSettings,
     FeatureDistanceSettings,
     GapSettings,
     Objective,
@@ -131,10 +137,13 @@ class Recipe:
     poly_power: float
     amp: str
     tf32: bool
+    ce_reduction: str
+    online_rcs: bool
     transforms: PipelineSettings = flat()
     feature_distance: FeatureDistanceSettings
     gap: GapSettings
     ube: UbeSettings
+    boundary_weight: BoundaryWeightSettings
     has: HasSettings
 
 
@@ -214,13 +223,30 @@ def check_finite(iteration: int, values: Sequence[float]) -> None:
         )
 
 
-def params_hash(params: dict[str, Any], data_path: Path, world: int) -> str:
-    """What a checkpoint must match to be resumed: the params, the data list's bytes, the world."""
+def params_hash(
+    params: dict[str, Any], data_path: Path, world: int, online_path: Path | None = None
+) -> str:
+    """What a checkpoint must match to be resumed: the params, the data list's bytes, the world
+    (and the online RCS table's bytes when there is one)."""
     digest = hashlib.sha256()
     digest.update(json.dumps(params, sort_keys=True, separators=(",", ":")).encode())
     digest.update(hashlib.sha256(data_path.read_bytes()).hexdigest().encode())
     digest.update(str(world).encode())
+    if online_path is not None:
+        digest.update(hashlib.sha256(online_path.read_bytes()).hexdigest().encode())
     return digest.hexdigest()
+
+
+def check_recipe(recipe: Recipe, online_path: Path | None) -> None:
+    """An online RCS table without its switch, or the switch without a table, stops the run
+    before anything is built."""
+    if recipe.online_rcs and online_path is None:
+        raise ConfigError(
+            "training.online_rcs is on: pass the online RCS table with --online-rcs "
+            "(python -m flexseg.data.rcs online)"
+        )
+    if online_path is not None and not recipe.online_rcs:
+        raise ConfigError("--online-rcs was given but training.online_rcs is off")
 
 
 @dataclass
@@ -370,14 +396,18 @@ def train(
     files: RunFiles,
     options: dict[str, Any] | None = None,
     stop_after: int | None = None,
+    online_rcs: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Run (or resume) one training job; see the module doc. ``options`` are the execution
     settings (``Execution``; the schema's defaults for those not given). ``stop_after`` ends the
-    run after that many iterations without writing the final outputs, as if it had been killed."""
+    run after that many iterations without writing the final outputs, as if it had been killed.
+    ``online_rcs``: the online RCS table (with ``training.online_rcs`` on)."""
     params = read_stage(params, "train")
     spec, run = build(RunSpec, params), build(Execution, read_execution("train", options or {}))
     exp, recipe = spec.experiment, spec.training
     data_path = Path(data_path)
+    online_path = None if online_rcs is None else Path(online_rcs)
+    check_recipe(recipe, online_path)
     proc = start_process(run.device, run.threads, recipe.amp)
     apply_tf32(recipe.tf32)
     device = proc.device
@@ -387,7 +417,11 @@ def train(
     parts = count_parts(entries)
     proc.say(f"data list {data_path}: {parts.source} source rows, {parts.generated} generated rows")
     check_parts(exp, data_path, parts)
-    dataset = TrainingSet(entries, recipe.transforms, spec.seed)
+    online = None
+    if online_path is not None:
+        names, kinds = [e.name for e in entries], [e.part for e in entries]
+        online = OnlineRcs.read(online_path, names, kinds)
+    dataset = TrainingSet(entries, recipe.transforms, spec.seed, online)
     model, imagenet_model = build_models(spec, device)
     bank = None
     if exp.gap:
@@ -400,6 +434,8 @@ def train(
         feature_distance=recipe.feature_distance,
         imagenet_model=imagenet_model,
         autocast=lambda: autocast(device, recipe.amp),
+        boundary_weight=recipe.boundary_weight if exp.boundary_weight else None,
+        ce_reduction=recipe.ce_reduction,
     )
     optimizer = torch.optim.AdamW(
         model.param_groups(recipe.lr, recipe.head_lr_mult, recipe.weight_decay),
@@ -424,7 +460,7 @@ def train(
 
     checkpoint = Checkpoint(
         files.checkpoints / "last.pt",
-        params_hash(params, data_path, proc.world),
+        params_hash(params, data_path, proc.world, online_path),
         shared={"model": model, "optimizer": optimizer, "scaler": scaler, "bank": bank, "log": log},
         per_process={"sampler": sampler, "rng": RandomState(device)},
     )
@@ -438,6 +474,8 @@ def train(
     if proc.is_main:
         record = {"params": params, "seed": spec.seed, "git_revision": revision}
         record.update(data=str(data_path), world_size=proc.world, params_hash=checkpoint.run_hash)
+        if online_path is not None:
+            record["online_rcs"] = str(online_path)
         write_json(files.resolved_config, record)
     writer = _tensorboard(files.checkpoints, proc)
     from tqdm import tqdm
@@ -553,6 +591,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("--checkpoint-dir", "the folder of the resume state (last.pt), kept across kills"),
     ):
         parser.add_argument(option, required=True, type=Path, help=what)
+    parser.add_argument(
+        "--online-rcs",
+        help="the online RCS table (python -m flexseg.data.rcs online), for a run with "
+        "training.online_rcs on",
+    )
     add_execution_arguments(parser, "train")
     parser.add_argument("--experiment", help="with --config: the experiment to train")
     parser.add_argument("--model", help="with --config: the model to train")
@@ -583,7 +626,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if world > 1 and params["nproc"] not in (1, world):
             raise ConfigError(f"nproc is {params['nproc']} but torchrun started {world} processes")
         files = RunFiles(args.model_file, args.loss_log, args.resolved_config, args.checkpoint_dir)
-        train(params, args.data, files, options, stop_after=args.stop_after)
+        train(
+            params,
+            args.data,
+            files,
+            options,
+            stop_after=args.stop_after,
+            online_rcs=args.online_rcs,
+        )
     except (ConfigError, DataError, TrainingError) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 1

@@ -13,7 +13,10 @@ are ours:
 - The crop is ``flexseg.data.rcs.select_crop`` on the full-resolution train-id label.
 - Conditions are apportioned exactly to the configured shares (largest remainders, ties to the
   earlier of standard, fog, rain, snow, night), then shuffled over the jobs, so a small run has the
-  intended mix rather than a random one.
+  intended mix rather than a random one (``generation.prompt.scheme`` paper). With the
+  ``dginstyle`` scheme each job draws DGInStyle's fair coin and weather word instead
+  (``flexseg.prompts.dginstyle_choices``), from the same seeded generator after the class and
+  image draws; ``jobs.conditions`` is then unused.
 - Job ``k``'s seed is drawn from ``numpy.random.SeedSequence([jobs.seed, k])``; its crop uses a
   child of that sequence. The class/image draws and the shuffle use one generator seeded with
   ``jobs.seed``. The same settings give the same CSV, byte for byte.
@@ -37,7 +40,13 @@ from flexseg.data.rcs import ClassStats, class_probabilities, read_class_stats, 
 from flexseg.data.readers import load_label
 from flexseg.io import DataError, write_text
 from flexseg.labels import CLASS_NAMES, CONDITIONS, NUM_CLASSES
-from flexseg.prompts import check_template, class_list, make_prompt
+from flexseg.prompts import (
+    check_template,
+    class_list,
+    dginstyle_choices,
+    paper_choice,
+    render_prompt,
+)
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +134,7 @@ class RcsDraw:
 
 @dataclass(frozen=True)
 class PromptSettings:
+    scheme: str
     template: str
     condition_words: dict[str, str]
 
@@ -153,7 +163,12 @@ def make_jobs(stats: ClassStats, settings: JobSettings) -> list[Job]:
     members = _candidates(stats, settings.rcs.min_pixels)
     classes = rng.choice(NUM_CLASSES, size=total, p=probs)
     images = np.array([members[c][rng.integers(len(members[c]))] for c in classes], dtype=np.int64)
-    conditions = rng.permutation(np.array([c for c, n in counts.items() for _ in range(n)]))
+    words = settings.prompt.condition_words
+    if settings.prompt.scheme == "dginstyle":
+        choices = dginstyle_choices(total, rng, words)
+    else:
+        conditions = rng.permutation(np.array([c for c, n in counts.items() for _ in range(n)]))
+        choices = [paper_choice(str(c), words) for c in conditions]
 
     rows: dict[int, Job] = {}
     rejected = 0
@@ -180,7 +195,7 @@ def make_jobs(stats: ClassStats, settings: JobSettings) -> list[Job]:
                 np.random.default_rng(sequence.spawn(1)[0]),
             )
             rejected += not box.accepted
-            condition = str(conditions[job_id])
+            choice = choices[job_id]
             rows[int(job_id)] = Job(
                 job_id=int(job_id),
                 name=ref.name,
@@ -192,12 +207,9 @@ def make_jobs(stats: ClassStats, settings: JobSettings) -> list[Job]:
                 y0=box.y0,
                 x1=box.x1,
                 y1=box.y1,
-                condition=condition,
-                prompt=make_prompt(
-                    class_list(label[box.y0 : box.y1, box.x0 : box.x1]),
-                    condition,
-                    template,
-                    settings.prompt.condition_words,
+                condition=choice.condition,
+                prompt=render_prompt(
+                    class_list(label[box.y0 : box.y1, box.x0 : box.x1]), choice, template
                 ),
                 seed=int(sequence.generate_state(1, np.uint32)[0]),
             )

@@ -18,6 +18,10 @@ from flexseg.config import (
     read_execution,
     read_stage,
     read_yaml,
+    run_data,
+    run_evaluation,
+    run_model,
+    run_training,
     schema_at,
     stage_params,
     stage_schema,
@@ -109,3 +113,141 @@ def test_typed_settings_build_from_the_default_slices(config):
     assert build(Execution, execution_values(config, "train")).threads >= 1
     with pytest.raises(ConfigError, match="has no setting"):
         build(SubsetSettings, {**p["rcs_subset"]["rcs"], "workers": 1})
+
+
+# ---------------------------------------------------------------------------------------------
+# Recipes: an experiment's and a model's overrides, and which one wins
+
+
+def _with_overrides(**layers) -> dict:
+    """The demo config with crop_size set at each of the named layers (values 16, 24, 40, 48)."""
+    overrides: dict = {"models": {"tiny": {"training": {}}}, "experiments": {"flexseg": {}}}
+    if "model" in layers:
+        overrides["models"]["tiny"]["training"]["crop_size"] = layers["model"]
+    if "experiment" in layers:
+        overrides["experiments"]["flexseg"]["training"] = {"crop_size": layers["experiment"]}
+    if "pair" in layers:
+        overrides["experiments"]["flexseg"]["models"] = {
+            "tiny": {"training": {"crop_size": layers["pair"]}}
+        }
+    return load_config(overrides=overrides)
+
+
+@pytest.mark.parametrize(
+    "layers, expected",
+    [
+        ({}, 128),
+        ({"model": 24}, 24),
+        ({"model": 24, "experiment": 40}, 40),
+        ({"model": 24, "experiment": 40, "pair": 48}, 48),
+        ({"experiment": 40, "pair": 48}, 48),
+    ],
+)
+def test_override_precedence(layers, expected):
+    """training < models.<m>.training < experiments.<e>.training < experiments.<e>.models.<m>."""
+    config = _with_overrides(**layers)
+    train = stage_params(config, "train", **WILDCARDS)
+    assert train["training"]["crop_size"] == expected
+    # other experiments keep the model's (or the shared) value
+    other = stage_params(config, "train", experiment="dginstyle", model="tiny", seed=0)
+    assert other["training"]["crop_size"] == layers.get("model", 128)
+    assert "training" not in train["experiment"] and "models" not in train["experiment"]
+
+
+def test_evaluation_and_hrda_overrides_reach_their_slices():
+    hrda = {
+        "architecture": "hrda",
+        "encoder": {"type": "mit"},
+        "head": {},
+        "hrda": {"detail_crop": 64},
+    }
+    config = load_config(
+        overrides={
+            "models": {"h": hrda},
+            "experiments": {
+                "hrda_dg": {
+                    "models": {"h": {"evaluation": {"mode": "slide"}, "hrda": {"detail_crop": 32}}}
+                }
+            },
+        }
+    )
+    names = {"experiment": "hrda_dg", "seed": 0, "dataset": "acdc"}
+    assert stage_params(config, "evaluate", model="tiny", **names)["evaluation"]["mode"] == "whole"
+    assert stage_params(config, "evaluate", model="h", **names)["evaluation"]["mode"] == "slide"
+    assert stage_params(config, "evaluate", **WILDCARDS)["evaluation"]["mode"] == "slide"
+    # a run without an experiment (the quality reference of a named checkpoint): shared section
+    assert stage_params(config, "evaluate", dataset="acdc")["evaluation"]["mode"] == "slide"
+    train = stage_params(config, "train", experiment="hrda_dg", model="h", seed=0)
+    assert train["model"]["hrda"]["detail_crop"] == 32
+    plain = stage_params(config, "train", experiment="flexseg", model="h", seed=0)
+    assert plain["model"]["hrda"]["detail_crop"] == 64
+    assert train["training"]["online_rcs"] and not plain["training"]["online_rcs"]
+    assert run_data(config, "hrda_dg", "h") == "source"
+    assert run_data(config, "flexseg", "h") == "combined"
+    online = load_config(overrides={"experiments": {"flexseg": {"training": {"online_rcs": True}}}})
+    assert run_data(online, "flexseg", "tiny") == "combined_full"
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"experiments": {"flexseg": {"training": {"threads": 2}}}}, "flexseg.training.*threads"),
+        ({"models": {"tiny": {"training": {"workers": 2}}}}, "tiny.training.*workers"),
+        ({"experiments": {"flexseg": {"evaluation": {"datasets": ["acdc"]}}}}, "datasets"),
+        ({"experiments": {"flexseg": {"training": {"crop_sise": 2}}}}, "crop_sise"),
+        (
+            {"experiments": {"flexseg": {"models": {"tiny": {"training": {"lr": "x"}}}}}},
+            r"experiments.flexseg.models.tiny.training.lr",
+        ),
+        ({"experiments": {"flexseg": {"models": {"nonesuch": {}}}}}, "nonesuch"),
+        (
+            {"experiments": {"flexseg": {"models": {"tiny": {"hrda": {"detail_crop": 32}}}}}},
+            "not an hrda model",
+        ),
+        ({"experiments": {"flexseg": {"boundary_weight": True}}}, "ube and boundary_weight"),
+        (
+            {"experiments": {"generated_only": {"training": {"online_rcs": True}}}},
+            "online RCS draws source images",
+        ),
+        ({"tables": {"motivation_panels": {"experiments": ["nope"]}}}, "motivation_panels"),
+    ],
+)
+def test_bad_overrides_are_named(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(overrides=overrides)
+
+
+def test_the_paper_configs_give_each_row_its_anchor_recipe():
+    config = load_config("config/paper/gta_to_five.yaml")
+
+    def recipe(e, m):
+        t, ev, model = (
+            run_training(config, e, m),
+            run_evaluation(config, e, m),
+            run_model(config, e, m),
+        )
+        crop = model["hrda"]["detail_crop"] if model["architecture"] == "hrda" else None
+        return (run_data(config, e, m), t["feature_distance"]["enabled"], ev["mode"], crop)
+
+    # HRDA dg exp. 50: GTA only, online RCS, FD; DAFormer whole-image, HRDA 384 by slide
+    assert recipe("hrda_dg", "daformer_mitb5") == ("source", True, "whole", None)
+    assert recipe("hrda_dg", "hrda_mitb5") == ("source", True, "slide", 384)
+    assert recipe("hrda_dg", "hrda_r101") == ("source", True, "slide", 384)
+    assert run_training(config, "hrda_dg", "hrda_mitb5")["online_rcs"]
+    assert run_training(config, "hrda_dg", "daformer_mitb5")["online_rcs"]
+    # DGInStyle-SegModel exp. 60 (DAFormer: the subset), 61 (HRDA MiT-B5), 70 (R101, FD on)
+    assert recipe("dginstyle", "daformer_mitb5") == ("combined", True, "slide", None)
+    assert not run_training(config, "dginstyle", "daformer_mitb5")["online_rcs"]
+    assert recipe("dginstyle", "hrda_mitb5") == ("combined_full", True, "slide", 512)
+    assert recipe("flexseg", "hrda_mitb5") == ("combined_full", True, "slide", 512)
+    assert recipe("dginstyle", "hrda_r101") == ("combined_full", True, "slide", 512)
+    # source_only: dginstyle's recipe without the generated set
+    assert recipe("source_only", "hrda_mitb5") == ("source", True, "slide", 512)
+    assert recipe("source_only", "daformer_mitb5") == ("source", True, "slide", None)
+    assert run_training(config, "source_only", "hrda_r101")["online_rcs"]
+    assert run_training(config, "dginstyle", "daformer_mitb5")["ce_reduction"] == "all"
+    assert run_training(config, "dginstyle", "daformer_mitb5")["rcs_recrop_tries"] == 11
+    # the demo keeps its old CE and re-crop count as config values
+    demo = load_config()
+    assert run_training(demo, "flexseg", "tiny")["ce_reduction"] == "valid"
+    assert run_training(demo, "flexseg", "tiny")["rcs_recrop_tries"] == 10

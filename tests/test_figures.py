@@ -1,4 +1,5 @@
-"""Qualitative panels: tiles saved by evaluation and the paper's Fig. 5 comparison."""
+"""Qualitative panels: tiles saved by evaluation, the paper's Fig. 5 comparison and its Fig. 2
+(predictions on generated training images)."""
 
 from __future__ import annotations
 
@@ -92,3 +93,48 @@ def test_compare_command_writes_the_figure(tmp_path, capsys):
 def test_default_panel_height_is_used():
     t = panel_tiles("a", np.zeros((10, 20, 3), np.uint8), np.zeros((10, 20)), np.zeros((10, 20)))
     assert t.rgb.shape[0] == PANEL_HEIGHT
+
+
+def test_generated_panels_show_each_run_on_the_same_generated_images(tmp_path):
+    """Fig. 2: image | one prediction per checkpoint | label, for images spread over the set,
+    each run's prediction that of its model fed the image whole."""
+    import torch
+    from test_quality import write_generated_set
+    from train_fixtures import TINY_MODEL, train_params
+
+    from flexseg.checkpoint import load_model, save_model
+    from flexseg.data.readers import list_samples, load_sample
+    from flexseg.figures import generated_panels
+    from flexseg.inference import predict_image
+    from flexseg.models import build_model
+    from flexseg.quality import feed_settings
+
+    manifest = write_generated_set(tmp_path / "gen", np.random.default_rng(2))
+    paths = []
+    for k, name in enumerate(("dginstyle", "boundary_weighted", "flexseg")):
+        torch.manual_seed(k)
+        path = tmp_path / f"{name}.pt"
+        params = train_params(name)
+        save_model(path, build_model(TINY_MODEL), TINY_MODEL, name, 0, params, "test", 1)
+        paths.append(path)
+    titles = ["+ DGInStyle", "Eq. 2", "++ FLEX-Seg"]
+    image = generated_panels(manifest, paths, titles, images=2, device="cpu")
+    refs = list_samples({"name": "g", "format": "generated", "root": str(manifest.parent)})
+    chosen = [refs[0], refs[-1]]  # two images spread over six: the first and the last
+    runs = []
+    for title, path in zip(titles, paths, strict=True):
+        model, _ = load_model(path)
+        tiles = []
+        for ref in chosen:
+            rgb, label = load_sample(ref)
+            pred = predict_image(model, rgb, label.shape, feed_settings(*label.shape, None)).labels
+            tiles.append(panel_tiles(ref.name, rgb, pred, label))
+        runs.append((title, tiles))
+    np.testing.assert_array_equal(image, comparison_image(runs))
+    out = tmp_path / "fig2.png"
+    argv = ["generated", "--manifest", str(manifest), "--checkpoints", *map(str, paths)]
+    argv += ["--titles", *titles, "--images", "2", "--device", "cpu", "--out", str(out)]
+    assert main(argv) == 0
+    np.testing.assert_array_equal(read_image(out), image)
+    with pytest.raises(SystemExit):
+        main([*argv, "--titles", "one"])  # one title for three runs

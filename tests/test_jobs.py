@@ -13,7 +13,7 @@ import torch
 from flexseg.config import ConfigError
 from flexseg.data import rcs
 from flexseg.io import DataError, write_image, write_label
-from flexseg.prompts import class_list, make_prompt
+from flexseg.prompts import PromptChoice, class_list, dginstyle_choices, make_prompt, render_prompt
 from generation import jobs
 
 torch.set_num_threads(1)
@@ -52,6 +52,37 @@ def test_make_prompt():
         make_prompt(" ", "fog", TEMPLATE, WORDS)
     with pytest.raises(ValueError, match="must use the fields"):
         make_prompt("road", "fog", "{classes} at {time}", WORDS)
+
+
+def test_dginstyle_scheme_is_a_fair_coin_then_one_of_five_words():
+    """DGInStyle's script: half the prompts bare, the rest uniform over snowy / rainy / sunny /
+    foggy / night (about 40 % adverse, 10 % "sunny", whose condition is standard)."""
+    choices = dginstyle_choices(20000, np.random.default_rng(0), WORDS)
+    n = len(choices)
+    bare = [c for c in choices if c.word is None]
+    assert abs(len(bare) / n - 0.5) < 0.015 and {c.condition for c in bare} == {"standard"}
+    by_word = {}
+    for c in choices:
+        if c.word is not None:
+            by_word.setdefault(c.word, set()).add(c.condition)
+    assert by_word == {
+        "snowy": {"snow"},
+        "rainy": {"rain"},
+        "sunny": {"standard"},
+        "foggy": {"fog"},
+        "night": {"night"},
+    }
+    for word in by_word:
+        share = sum(c.word == word for c in choices) / n
+        assert abs(share - 0.1) < 0.01, word
+    adverse = sum(c.condition != "standard" for c in choices) / n
+    assert abs(adverse - 0.4) < 0.015
+    assert render_prompt("road car", PromptChoice("standard", "sunny"), TEMPLATE) == (
+        "A city street scene with road car, in sunny weather."
+    )
+    assert render_prompt("road car", PromptChoice("standard", None), TEMPLATE) == "road car"
+    again = dginstyle_choices(50, np.random.default_rng(3), WORDS)
+    assert again == dginstyle_choices(50, np.random.default_rng(3), WORDS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,6 +236,29 @@ def test_every_job_follows_the_rules(tmp_path, source):
         expected_seed = int(np.random.SeedSequence([0, job.job_id]).generate_state(1, np.uint32)[0])
         assert job.seed == expected_seed
         assert job.label.endswith(f"{index:05d}.png") and job.label_map == "cityscapes_ids"
+
+
+def test_dginstyle_scheme_job_table(tmp_path, source):
+    """The same crops as the paper scheme (drawn first), DGInStyle's conditions and prompts."""
+    stats_path, _ = source
+    p = params(num_images=200)
+    paper = jobs.read_jobs(run(tmp_path, stats_path, p, "paper.csv"))
+    p["prompt"]["scheme"] = "dginstyle"
+    first = run(tmp_path, stats_path, p, "dg.csv").read_bytes()
+    assert run(tmp_path, stats_path, p, "dg2.csv").read_bytes() == first
+    table = jobs.read_jobs(tmp_path / "dg.csv")
+    assert [(j.name, j.x0, j.y0, j.seed) for j in table] == [
+        (j.name, j.x0, j.y0, j.seed) for j in paper
+    ]
+    sunny = [j for j in table if j.prompt.endswith("in sunny weather.")]
+    assert sunny and all(j.condition == "standard" for j in sunny)
+    for j in table:
+        if j.condition == "standard" and j not in sunny:
+            assert "weather" not in j.prompt
+        elif j.condition != "standard":
+            assert j.prompt.endswith(f"in {WORDS[j.condition]} weather.")
+    bare = sum("weather" not in j.prompt for j in table)
+    assert 70 < bare < 130  # a fair coin over 200 jobs
 
 
 def test_class_below_min_pixels_falls_back_to_any_pixels(tmp_path, source):

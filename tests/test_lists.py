@@ -147,6 +147,12 @@ def test_source_generated_and_combined(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "combined: 3 source (RCS subset" in printed and "+ 4 generated = 7 rows" in printed
 
+    # combined_full (online RCS runs): the whole source, then the generated set
+    assert combined.main(["combined_full", *args, "--out", str(out / "full.csv")]) == 0
+    full = read_data_list(out / "full.csv")
+    assert full == source + gen
+    assert "combined_full: 5 source (all of gta) + 4 generated = 9 rows" in capsys.readouterr().out
+
 
 def test_manifest_paths_relative_to_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -8,9 +8,11 @@ import copy
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
@@ -385,12 +387,66 @@ def test_hrda_detail_window_is_seeded_and_aligned() -> None:
         assert all(v % 8 == 0 for v in (box.y0, box.x0))
         boxes.append((box.y0, box.x0))
     ys, xs = {b[0] for b in boxes}, {b[1] for b in boxes}
-    assert ys <= {0, 8, 16, 24, 32} and len(ys) > 2 and len(xs) > 3
-    assert max(xs) <= 64
+    # HRDA's get_crop_bbox: randint((margin + 1) // 8) * 8, so the flush window is never drawn
+    assert ys <= {0, 8, 16, 24} and len(ys) > 2 and len(xs) > 3
+    assert max(xs) <= 56
     with pytest.raises(ValueError, match="divisible by 8"):
         model.forward_train(*_batch(h=60, w=64))
     with pytest.raises(ValueError, match="detail window"):
         model.forward_train(*_batch(), detail_box=CropBox(4, 36, 0, 32))
+
+
+def test_hrda_detail_offsets_are_the_anchors_0_to_504() -> None:
+    """A 512 window in a 1024 crop: offsets 0, 8, ..., 504 (HRDA's get_crop_bbox with
+    crop_coord_divisible 8 draws randint(0, 513 // 8) * 8), never 512; a window as large as the
+    side sits at 0."""
+    model = build_model({**HRDA, "hrda": {**HRDA["hrda"], "detail_crop": 512}})
+    torch.manual_seed(0)
+    boxes = [model.sample_detail_box(1024, 512) for _ in range(3000)]
+    assert {b.y0 for b in boxes} == set(range(0, 505, 8))
+    assert {b.x0 for b in boxes} == {0}
+    counts = np.bincount([b.y0 // 8 for b in boxes])
+    assert counts.min() > 0.5 * counts.mean()  # uniform over the 64 offsets
+    dlv2 = build_model({**HRDA_DLV2, "hrda": {**HRDA_DLV2["hrda"], "detail_crop": 384}})
+    assert dlv2.align == 16
+    offsets = {dlv2.sample_detail_box(1024, 1024).y0 for _ in range(3000)}
+    assert offsets == set(range(0, 640 - 16 + 1, 16))  # margin 640: (641 // 16) = 40 offsets
+
+
+HRDA_DLV2 = {
+    "name": "hr",
+    "architecture": "hrda",
+    "encoder": {"type": "resnet", "name": "resnet10t", "pretrained": None},
+    "head": {"type": "deeplabv2", "fusion_dim": 16},
+    "hrda": {"context_scale": 0.5, "detail_crop": 32},
+}
+
+
+def test_hrda_deeplabv2_scale_attention_is_a_deeplabv2_head() -> None:
+    """HRDA builds the scale attention from the single-scale head's config (hrda_head.py): for
+    DLV2Head that is the sum of dilated 3x3 convs (6, 12) on the last stage, no BN, no dropout."""
+    from flexseg.models.heads import DeepLabV2Head
+
+    torch.manual_seed(5)
+    model = build_model(HRDA_DLV2)
+    att = model.scale_attention_head
+    assert isinstance(att, DeepLabV2Head) and att.projection is None
+    assert [c.dilation for c in att.classifiers] == [(6, 6), (12, 12)]
+    assert not [m for m in att.modules() if isinstance(m, nn.BatchNorm2d | nn.Dropout2d)]
+    images, labels = _batch()
+    outputs = model.forward_train(images, labels)
+    _loss(outputs).backward()
+    assert all(p.grad is not None for p in att.parameters())
+    model.eval()
+    with torch.no_grad():
+        feats = model.encoder(F.interpolate(images, scale_factor=0.5, mode="bilinear"))
+        expected = torch.sigmoid(
+            sum(
+                F.conv2d(feats[-1], c.weight, c.bias, padding=d, dilation=d)
+                for c, d in zip(att.classifiers, (6, 12), strict=True)
+            )
+        )
+        torch.testing.assert_close(model.attention(feats), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_tile_starts() -> None:

@@ -316,3 +316,73 @@ def test_commands_end_to_end(tmp_path, capsys):
     assert "subset_size is 50" in capsys.readouterr().err
     assert rcs.main(["stats", "--params", "{}", "--out", str(stats_path)]) == 1
     assert "'source' is a required property" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Online RCS (DAFormer's rare_class_sampling over the whole source)
+
+
+def test_online_table_against_a_plain_reference(caplog):
+    # Class 3 has pixels but no image above min_pixels: dropped, the rest renormalized.
+    pixels = [[50, 9, 0, 2], [50, 0, 7, 0], [40, 8, 0, 0], [60, 0, 0, 1]]
+    stats = make_stats(pixels)
+    with caplog.at_level(logging.WARNING):
+        table = rcs.online_table(stats, min_pixels=5, temperature=0.1)
+    assert "online RCS" in caplog.text and "wall" in caplog.text  # class 3 = wall
+    totals = [sum(col) for col in zip(*pixels, strict=True)]
+    ref = reference_probabilities(totals, 0.1)
+    ref[3] = 0.0
+    norm = sum(ref)
+    assert [c["class"] for c in table["classes"]] == [0, 1, 2]
+    for c in table["classes"]:
+        assert c["probability"] == pytest.approx(ref[c["class"]] / norm, rel=1e-12)
+        expected = [f"{i:03d}" for i, row in enumerate(pixels) if row[c["class"]] > 5]
+        assert c["images"] == expected
+    assert table["temperature"] == 0.1 and table["min_pixels"] == 5
+
+
+def write_table(tmp_path, pixels, min_pixels=5, temperature=1.0):
+    stats = make_stats(pixels)
+    stats_path = tmp_path / "stats.json"
+    rcs.write_class_stats(stats_path, stats)
+    out = tmp_path / "online.json"
+    params = {"rcs": {"temperature": temperature, "min_pixels": min_pixels}}
+    argv = ["online", "--params", json.dumps(params), "--stats", str(stats_path)]
+    assert rcs.main([*argv, "--out", str(out)]) == 0
+    return out, [r.name for r in stats.refs]
+
+
+def test_online_draws_follow_p_c_then_a_uniform_candidate(tmp_path):
+    pixels = [[50, 9, 0], [50, 0, 7], [40, 8, 0], [60, 0, 0]]
+    path, names = write_table(tmp_path, pixels, temperature=0.5)
+    # the list holds the source rows in another order, and generated rows
+    order = ["gen_a", *reversed(names), "gen_b"]
+    parts = ["generated", *["source"] * len(names), "generated"]
+    online = rcs.OnlineRcs.read(path, order, parts)
+    table = json.loads(path.read_text())
+    probs = {c["class"]: c["probability"] for c in table["classes"]}
+    rng = np.random.default_rng(0)
+    draws = [online.draw(rng) for _ in range(20000)]
+    for c, p in probs.items():
+        picks = [d for d in draws if d.rcs_class == c]
+        assert abs(len(picks) / len(draws) - p) < 0.015, c
+        rows = {
+            order.index(n) for n in next(x["images"] for x in table["classes"] if x["class"] == c)
+        }
+        assert {d.index for d in picks} == rows
+        # uniform over the class's candidates
+        counts = [sum(d.index == r for d in picks) for r in rows]
+        assert max(counts) - min(counts) < 0.15 * len(picks)
+
+
+def test_online_table_must_fit_the_data_list(tmp_path):
+    path, names = write_table(tmp_path, [[50, 9], [50, 0]])
+    with pytest.raises(DataError, match="not source rows of the data list"):
+        rcs.OnlineRcs.read(path, names[:1], ["source"])
+    with pytest.raises(DataError, match="not source rows"):
+        rcs.OnlineRcs.read(path, names, ["source", "generated"])
+    path.write_text('{"classes": []}')
+    with pytest.raises(DataError, match="not an online RCS table"):
+        rcs.OnlineRcs.read(path, names, ["source", "source"])
+    with pytest.raises(DataError, match="not found"):
+        rcs.OnlineRcs.read(tmp_path / "none.json", names, ["source", "source"])

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from flexseg.config import RECIPE_KEYS
 from flexseg.io import DataError
 from flexseg.labels import CLASS_NAMES
 from flexseg.tables import (
@@ -19,6 +20,7 @@ from flexseg.tables import (
     read_metrics,
     read_published,
     read_results,
+    run_recipes,
 )
 
 EXPERIMENTS = {
@@ -40,7 +42,26 @@ EXPERIMENTS = {
     "gap_only": {"label": "GAP", "data": "combined", "gap": True, "ube": False, "has": False},
     "ube_only": {"label": "UBE", "data": "combined", "gap": False, "ube": True, "has": False},
     "gap_ube": {"label": "GAP + UBE", "data": "combined", "gap": True, "ube": True, "has": False},
+    "hrda_dg": {
+        "label": "HRDA dg recipe",
+        "data": "source",
+        "gap": False,
+        "ube": False,
+        "has": False,
+        "training": {"online_rcs": True},
+        "evaluation": {"mode": "whole"},
+    },
+    "boundary_weighted": {
+        "label": "Eq. 2",
+        "data": "combined",
+        "gap": False,
+        "ube": False,
+        "has": False,
+        "boundary_weight": True,
+    },
 }
+# the tables' slices hold the experiments' flags, not their recipe overrides
+FLAGS = {n: {k: v for k, v in e.items() if k not in RECIPE_KEYS} for n, e in EXPERIMENTS.items()}
 MAIN = ["source_only", "dginstyle", "flexseg"]
 TARGETS = {
     "acdc": "ACDC",
@@ -112,7 +133,7 @@ def tables_command(command, params, paths, **files):
 def run_tables(tmp_path, paths, main_experiments=MAIN, compare=False, held_out=None):
     """The table commands the workflow runs for such a config, writing its file names."""
     out = tmp_path / "results"
-    params = {"tables": {"main_experiments": list(main_experiments)}, "experiments": EXPERIMENTS}
+    params = {"tables": {"main_experiments": list(main_experiments)}, "experiments": FLAGS}
     assert tables_command(
         "main", params, paths, table=out / "table.csv", markdown=out / "table.md",
         long=out / "tables/long.csv", figure=out / "figures/boundary_interior.png",
@@ -122,7 +143,7 @@ def run_tables(tmp_path, paths, main_experiments=MAIN, compare=False, held_out=N
         files = {"table": out / "tables/ablation.csv", "markdown": out / "tables/ablation.md"}
         assert tables_command("ablation", params, paths, **files) == 0
     if held_out is not None:
-        gap = {"held_out": held_out, "experiments": EXPERIMENTS}
+        gap = {"held_out": held_out, "experiments": FLAGS}
         assert tables_command("domain-gap", gap, paths, table=out / "tables/domain_gap.csv") == 0
     if compare:
         table = out / "tables/paper_comparison.csv"
@@ -257,6 +278,93 @@ def test_ablation_table(tmp_path):
     assert t2.loc["Avg3", "published"] == pytest.approx(56.07)
 
 
+def test_boundary_weight_row_follows_the_baseline_in_table2(tmp_path):
+    exps = [*MAIN, "boundary_weighted", "gap_only"]
+    _, paths = make_runs(tmp_path, exps, ["daformer_mitb5"], [0], list(TARGETS))
+    out = run_tables(tmp_path, paths, compare=True)
+    abl = pd.read_csv(out / "tables" / "ablation.csv")
+    assert list(abl["experiment"]) == ["dginstyle", "boundary_weighted", "gap_only", "flexseg"]
+    assert list(abl["BOUNDARY_WEIGHT"]) == [False, True, False, False]
+    assert "| GAP | UBE | HAS | Eq. 2 |" in (out / "tables" / "ablation.md").read_text()
+    comp = pd.read_csv(out / "tables" / "paper_comparison.csv")
+    row = comp[(comp["table"] == "Table 2") & (comp["experiment"] == "boundary_weighted")]
+    assert len(row) == 3 and row["published"].isna().all()  # not in the paper's Table 2
+
+
+def test_comparison_takes_each_published_row_from_its_own_recipe(tmp_path):
+    """The published DAFormer / HRDA MiT-B5 rows are HRDA dg experiment 50's: they are compared
+    with the hrda_dg runs (not a main experiment here), source_only gets no published number,
+    and every row names the measured and the published recipe."""
+    models = ["daformer_mitb5", "hrda_mitb5"]
+    scores, paths = make_runs(tmp_path, [*MAIN, "hrda_dg"], models, [0, 1], list(TARGETS))
+    recipe = {"data": "whole source, online RCS", "shade": True, "feature_distance": True}
+    recipe.update(ce_reduction="all", test="whole")
+    for path in paths:
+        record = json.loads(path.read_text())
+        if record["experiment"] == "hrda_dg":
+            record["recipe"] = recipe
+            path.write_text(json.dumps(record))
+    out = run_tables(tmp_path, paths, compare=True)
+    assert "hrda_dg" not in set(pd.read_csv(out / "table.csv")["experiment"])
+    comp = pd.read_csv(out / "tables" / "paper_comparison.csv")
+    t1 = comp[comp["table"] == "Table 1"]
+    dg = t1[(t1["experiment"] == "hrda_dg") & (t1["model"] == "daformer_mitb5")]
+    dg = dg.set_index("column")
+    assert dg.loc["CS", "published"] == pytest.approx(52.65)
+    mean, _ = reference_row(scores, "hrda_dg", "daformer_mitb5", [0, 1], ["cityscapes"])
+    assert dg.loc["CS", "measured"] == pytest.approx(mean)
+    assert dg.loc["CS", "recipe"] == (
+        "whole source, online RCS; SHADE on; FD on; CE over all px; whole test"
+    )
+    assert "exp. 50" in dg.loc["CS", "published_recipe"]
+    hrda = t1[(t1["experiment"] == "hrda_dg") & (t1["model"] == "hrda_mitb5")].set_index("column")
+    assert hrda.loc["MV", "published"] == pytest.approx(61.16)
+    assert t1[t1["experiment"] == "source_only"]["published"].isna().all()
+    # runs without a recorded recipe say so
+    assert set(t1[t1["experiment"] == "dginstyle"]["recipe"]) == {"not recorded"}
+    assert t1["published_recipe"].fillna("").str.len().gt(0).sum() == 7 * 6
+
+
+def test_a_run_whose_files_disagree_on_the_recipe_is_named(tmp_path, capsys):
+    _, paths = make_runs(tmp_path, ["flexseg"], ["m"], [0], ["acdc", "cityscapes"])
+    record = json.loads(paths[0].read_text())
+    record["recipe"] = {"data": "RCS subset + generated", "test": "slide"}
+    paths[0].write_text(json.dumps(record))
+    with pytest.raises(DataError, match="records the recipe"):
+        run_recipes([read_metrics(p) for p in paths])
+    params = {"tables": {"main_experiments": ["flexseg"]}, "experiments": FLAGS}
+    table = tmp_path / "paper_comparison.csv"
+    assert tables_command("paper-comparison", params, paths, table=table) == 1
+    assert "records the recipe" in capsys.readouterr().err and not table.exists()
+
+
+def test_run_recipe_reads_what_the_model_file_recorded():
+    from flexseg.evaluate import run_recipe
+
+    training = {
+        "online_rcs": True,
+        "shade": {"enabled": True},
+        "feature_distance": {"enabled": True},
+        "ce_reduction": "all",
+        "boundary_weight": {"alpha": 5.0},
+    }
+    params = {"experiment": {"data": "combined", "boundary_weight": True}, "training": training}
+    hrda = {"architecture": "hrda", "hrda": {"detail_crop": 384}}
+    recipe = run_recipe(params, hrda, "slide")
+    assert recipe == {
+        "data": "whole source, online RCS + generated",
+        "online_rcs": True,
+        "shade": True,
+        "feature_distance": True,
+        "ce_reduction": "all",
+        "boundary_weight": 5.0,
+        "detail_crop": 384,
+        "test": "slide",
+    }
+    old = run_recipe({"experiment": {"data": "combined"}, "training": {}}, {}, "slide")
+    assert old == {"data": "RCS subset + generated", "online_rcs": False, "test": "slide"}
+
+
 def test_comparison_leaves_unmatched_models_empty(tmp_path):
     _, paths = make_runs(tmp_path, MAIN, ["tiny"], [0], list(TARGETS))
     out = run_tables(tmp_path, paths, compare=True)
@@ -272,7 +380,7 @@ def test_unreadable_or_duplicate_metrics_name_the_file(tmp_path, capsys):
     bad.write_text("{not json")
     with pytest.raises(DataError, match="broken/metrics.json"):
         read_metrics(bad)
-    params = {"tables": {"main_experiments": MAIN}, "experiments": EXPERIMENTS}
+    params = {"tables": {"main_experiments": MAIN}, "experiments": FLAGS}
     out = tmp_path / "r"
     code = tables_command(
         "main", params, [paths[0], bad], table=out / "t.csv", markdown=out / "t.md",
@@ -323,8 +431,14 @@ def test_published_table1_holds_every_row_and_number():
     assert key.loc[("flexseg", "hrda_mitb5"), "DZ"] == 28.16
     assert key.loc[("famix", "r50_clip"), "ACDC"] == 32.74
     assert key.loc[("scsd", "r50_clip"), "ACDC"] == 35.66
-    assert key.loc[("source_only", "daformer_mitb5"), "CS"] == 52.65
-    assert key.loc[("source_only", "hrda_mitb5"), "MV"] == 61.16
+    # The "DAFormer" / "HRDA" MiT-B5 rows come from HRDA dg experiment 50: keyed to hrda_dg.
+    assert key.loc[("hrda_dg", "daformer_mitb5"), "CS"] == 52.65
+    assert key.loc[("hrda_dg", "hrda_mitb5"), "MV"] == 61.16
+    assert "exp. 50" in key.loc[("hrda_dg", "hrda_mitb5"), "recipe"]
+    assert "384" in key.loc[("hrda_dg", "hrda_mitb5"), "recipe"]
+    assert "exp. 61" in key.loc[("dginstyle", "hrda_mitb5"), "recipe"]
+    assert "exp. 60" in key.loc[("dginstyle", "daformer_mitb5"), "recipe"]
+    assert t1["recipe"].notna().all()
     assert key.loc[("drpc", "r101"), "CS"] == 42.53
     # Gains quoted in the text: +2.52 / +2.44 on ACDC, +3.93 / +2.63 on DZ over DGInStyle.
     for model, col, gain in (
@@ -372,11 +486,11 @@ def test_a_table_without_its_runs_is_an_error_naming_what_is_missing(tmp_path, c
     """The workflow asks for Table 2 and the domain gap from the config; given metrics without
     ablation runs or without the held-out set, the commands stop and say so."""
     _, paths = make_runs(tmp_path, MAIN, ["m"], [0], ["acdc"])
-    params = {"tables": {"main_experiments": MAIN}, "experiments": EXPERIMENTS}
+    params = {"tables": {"main_experiments": MAIN}, "experiments": FLAGS}
     files = {"table": tmp_path / "a.csv", "markdown": tmp_path / "a.md"}
     assert tables_command("ablation", params, paths, **files) == 1
     assert "no ablation runs" in capsys.readouterr().err
-    gap = {"held_out": "source_val", "experiments": EXPERIMENTS}
+    gap = {"held_out": "source_val", "experiments": FLAGS}
     assert tables_command("domain-gap", gap, paths, table=tmp_path / "g.csv") == 1
     assert "held-out dataset 'source_val'" in capsys.readouterr().err
     assert not any(tmp_path.glob("*.csv"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 
 import pytest
@@ -43,8 +44,17 @@ def _log(path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _experiment(name: str, gap: bool, ube: bool, has: bool, data: str = "combined") -> dict:
-    return {"name": name, "data": data, "gap": gap, "ube": ube, "has": has}
+def _experiment(
+    name: str, gap: bool, ube: bool, has: bool, data: str = "combined", boundary: bool = False
+) -> dict:
+    return {
+        "name": name,
+        "data": data,
+        "gap": gap,
+        "ube": ube,
+        "has": has,
+        "boundary_weight": boundary,
+    }
 
 
 # HAS switches to loss-based draws early so that it is really exercised in 30 iterations.
@@ -52,18 +62,19 @@ FAST_HAS = {"has": {"refresh_every": 5, "midpoint": 8, "k": 0.5}}
 
 
 @pytest.mark.parametrize(
-    "name, gap, ube, has",
+    "name, gap, ube, has, boundary",
     [
-        ("baseline", False, False, False),
-        ("gap", True, False, False),
-        ("ube", False, True, False),
-        ("has", False, False, True),
-        ("all", True, True, True),
+        ("baseline", False, False, False, False),
+        ("gap", True, False, False, False),
+        ("ube", False, True, False, False),
+        ("has", False, False, True, False),
+        ("all", True, True, True, False),
+        ("eq2", False, False, False, True),
     ],
 )
-def test_loss_goes_down(lists, tmp_path, name, gap, ube, has) -> None:
+def test_loss_goes_down(lists, tmp_path, name, gap, ube, has, boundary) -> None:
     params = train_params(seed=0, **FAST_HAS)
-    params["experiment"] = _experiment(name, gap, ube, has)
+    params["experiment"] = _experiment(name, gap, ube, has, boundary=boundary)
     result = T.train(params, lists["combined"], run_files(tmp_path), options())
     assert result.completed and result.iterations_done == 30
     rows = _log(tmp_path / "loss_log.csv")
@@ -229,6 +240,37 @@ def test_feature_distance_with_pretrained_encoder(lists, tmp_path) -> None:
         assert torch.equal(value, model.state_dict()[key])
 
 
+def test_feature_distance_on_hrda_resnet(lists, tmp_path) -> None:
+    # The paper config's HRDA ResNet-101 recipe keeps the feature distance on (the anchor's R101
+    # run): HRDA + ResNet + DeepLabV2 with "ImageNet" weights from a saved timm file.
+    import timm
+
+    torch.manual_seed(3)
+    torch.save(timm.create_model("resnet10t", pretrained=False).state_dict(), tmp_path / "w.pth")
+    params = train_params(
+        seed=0,
+        iterations=1,
+        crop_size=64,
+        source_resize=[128, 72],
+        lr=1e-2,
+        feature_distance={"enabled": True},
+    )
+    params["experiment"] = _experiment("dginstyle", False, False, False)
+    params["model"] = {
+        "name": "hr",
+        "architecture": "hrda",
+        "encoder": {"type": "resnet", "name": "resnet10t", "pretrained": str(tmp_path / "w.pth")},
+        "head": {"type": "deeplabv2", "fusion_dim": 16},
+        "hrda": {"context_scale": 0.5, "detail_crop": 32},
+    }
+    T.train(params, lists["combined"], run_files(tmp_path / "run"), options(log_every=1))
+    fd = [float(r["fd"]) for r in _log(tmp_path / "run" / "loss_log.csv")]
+    # The term is computed on the ResNet's last stage. It is above 0 from the first step although
+    # the student starts from the ImageNet weights: its BatchNorm runs in training mode, the
+    # frozen copy in eval mode (as DAFormer's calc_feat_dist runs its ImageNet model).
+    assert len(fd) == 1 and math.isfinite(fd[0]) and fd[0] > 0.0
+
+
 def test_objective_sums_the_terms() -> None:
     """Eq. 9 with the feature distance, against the loss functions called one by one."""
     import copy
@@ -294,6 +336,92 @@ def test_plain_cross_entropy_matches_torch(layout: torch.memory_format) -> None:
             / valid.sum()
         )
         assert float(per_image[b]) == pytest.approx(float(per), rel=1e-6)
+
+
+def test_plain_cross_entropy_over_all_pixels_is_mmseg_s_mean() -> None:
+    """training.ce_reduction all: mmseg 0.16's CrossEntropyLoss (weight_reduce_loss 'mean' over
+    the unreduced loss, ignored pixels 0 but counted); each image over its own pixels."""
+    torch.manual_seed(1)
+    logits = torch.randn(2, 19, 6, 7, dtype=torch.float64)
+    labels = torch.randint(0, 19, (2, 6, 7))
+    labels[0, :4] = 255
+    loss, per_image = cross_entropy(logits, labels, "all")
+    unreduced = torch.nn.functional.cross_entropy(
+        logits, labels, ignore_index=255, reduction="none"
+    )
+    assert float(loss) == pytest.approx(float(unreduced.mean()), rel=1e-12)
+    torch.testing.assert_close(per_image, unreduced.mean(dim=(1, 2)))
+    valid, _ = cross_entropy(logits, labels, "valid")
+    assert float(loss) < float(valid)
+
+
+def _online_setup(root, tmp_path):
+    """An online RCS table over the tree's source (min_pixels 60) and a list of every source row
+    (rcs_class -1) with the generated rows, as the combined_full list has them."""
+    from flexseg.data.lists import entry_from_ref, write_data_list
+    from flexseg.data.rcs import compute_class_stats, online_table, run_online
+    from flexseg.data.readers import list_samples
+
+    entry = {"name": "gta", "format": "gta", "root": str(root / "gta")}
+    stats = compute_class_stats(entry, workers=1)
+    table_path = tmp_path / "online_rcs.json"
+    run_online(
+        {"rcs": {"temperature": 0.01, "min_pixels": 60}}, _write_stats(stats, tmp_path), table_path
+    )
+    gen = list_samples({"name": "gen", "format": "generated", "root": str(root / "gen")})
+    rows = [entry_from_ref(r, "source") for r in list_samples(entry)]
+    rows += [entry_from_ref(r, "generated") for r in gen]
+    write_data_list(tmp_path / "combined_full.csv", rows)
+    return table_path, tmp_path / "combined_full.csv", online_table(stats, 60, 0.01)
+
+
+def _write_stats(stats, folder):
+    from flexseg.data.rcs import write_class_stats
+
+    write_class_stats(folder / "class_stats.json", stats)
+    return folder / "class_stats.json"
+
+
+def test_online_rcs_run_draws_its_source_samples_by_rcs(lists, tmp_path) -> None:
+    from flexseg.data.lists import read_data_list
+    from flexseg.data.rcs import OnlineRcs
+    from flexseg.data.training_set import TrainingSet, item_rng
+    from flexseg.train import Recipe
+
+    root = lists["source"].parent
+    table_path, data, table = _online_setup(root, tmp_path)
+    entries = read_data_list(data)
+    names, parts = [e.name for e in entries], [e.part for e in entries]
+    online = OnlineRcs.read(table_path, names, parts)
+    params = train_params(seed=2, iterations=6, online_rcs=True, rcs_recrop_min_pixels=40)
+    params["experiment"] = _experiment("exp61", False, False, False)
+    recipe = build(Recipe, read_stage(params, "train")["training"])
+    dataset = TrainingSet(entries, recipe.transforms, seed=2, online=online)
+    candidates = {c["class"]: set(c["images"]) for c in table["classes"]}
+    first_generated = parts.index("generated")
+    for draw in range(40):
+        item = dataset[(draw, draw % first_generated)]  # a source row: an online RCS draw
+        pick = online.draw(item_rng(2, draw, draw % first_generated))
+        assert item.index == pick.index and names[item.index] in candidates[pick.rcs_class]
+    assert dataset[(0, first_generated)].index == first_generated  # generated rows stay
+    result = T.train(params, data, run_files(tmp_path / "run"), options(), online_rcs=table_path)
+    assert result.completed
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["online_rcs"] == str(table_path)
+    # the table's bytes are part of the resume hash
+    other = T.params_hash(config["params"], data, 1, None)
+    assert other != config["params_hash"]
+
+
+def test_an_online_rcs_switch_without_its_table_stops_the_run(lists, tmp_path) -> None:
+    params = train_params(iterations=2, online_rcs=True)
+    with pytest.raises(ConfigError, match="--online-rcs"):
+        T.train(params, lists["source"], run_files(tmp_path), options())
+    params = train_params(iterations=2)
+    with pytest.raises(ConfigError, match="online_rcs is off"):
+        T.train(
+            params, lists["source"], run_files(tmp_path), options(), online_rcs=tmp_path / "t.json"
+        )
 
 
 def test_help_runs() -> None:

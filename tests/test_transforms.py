@@ -171,6 +171,27 @@ def test_rcs_recrop_against_reference() -> None:
         assert (box.y0, box.x0) == (ry0, rx0)
 
 
+def test_rcs_recrop_draws_as_many_crops_as_the_anchors() -> None:
+    """DAFormer's get_rare_class_sample and DGInStyle-SegModel's get_gta_rcs_crop take a first
+    crop, then up to 10 more while the class has too few pixels: 11 in all, the default."""
+    from flexseg.config import schema_at
+
+    tries = schema_at("training.rcs_recrop_tries")["default"]
+    assert tries == 11
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        label = rng.integers(0, 3, size=(80, 120)).astype(np.uint8)
+        label[:6, :6] = 9  # rarely inside a 32 crop with more than 20 px
+        box = T.rcs_crop_box(label, 32, 0.75, 9, 20, tries, np.random.default_rng(seed + 9))
+        replay = np.random.default_rng(seed + 9)
+        ry0, rx0 = _reference_cat_crop(label, 32, 0.75, replay)  # the anchors' loop, as written
+        for _ in range(10):
+            if int((label[ry0 : ry0 + 32, rx0 : rx0 + 32] == 9).sum()) > 20:
+                break
+            ry0, rx0 = _reference_cat_crop(label, 32, 0.75, replay)
+        assert (box.y0, box.x0) == (ry0, rx0), seed
+
+
 def test_rcs_recrop_finds_the_class_more_often() -> None:
     hits_rcs, hits_plain = 0, 0
     for seed in range(100):

@@ -24,8 +24,9 @@ def make_inputs(seed: int, batch=2, classes=4, height=6, width=7, void=0.2):
     return logits, labels, boundary
 
 
-def reference_ube(logits, labels, boundary, alpha, eps):
-    """Loops over pixels: entropy, batch statistics over valid boundary pixels, weights, loss."""
+def reference_ube(logits, labels, boundary, alpha, eps, reduction="valid"):
+    """Loops over pixels: entropy, batch statistics over valid boundary pixels, weights, loss.
+    N (Eq. 8) counts the valid pixels, or with ``reduction`` all every pixel of the batch."""
     batch, classes, height, width = logits.shape
     pixels = [(b, y, x) for b in range(batch) for y in range(height) for x in range(width)]
     entropy, ce = {}, {}
@@ -44,10 +45,11 @@ def reference_ube(logits, labels, boundary, alpha, eps):
     for q in on:
         weights[q] = 1 + alpha / (1 + math.exp(-(entropy[q] - mu) / (sigma + eps)))
     valid = [q for q in pixels if int(labels[q]) != IGNORE]
-    loss = sum(float(weights[q]) * ce[q] for q in valid) / max(len(valid), 1)
+    counted = pixels if reduction == "all" else valid
+    loss = sum(float(weights[q]) * ce[q] for q in valid) / max(len(counted), 1)
     per_image = [
         sum(float(weights[q]) * ce[q] for q in valid if q[0] == b)
-        / max(1, sum(1 for q in valid if q[0] == b))
+        / max(1, sum(1 for q in counted if q[0] == b))
         for b in range(batch)
     ]
     return loss, weights, per_image, mu, sigma
@@ -66,6 +68,25 @@ def test_ube_matches_reference(seed: int, alpha: float) -> None:
     assert got.entropy_std.item() == pytest.approx(sigma, rel=1e-5)
     assert not got.weights.requires_grad
     assert bool((got.weights >= 1).all() and (got.weights <= 1 + alpha).all())
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_ube_over_all_pixels_matches_reference(seed: int) -> None:
+    """Eq. 8's N as the paper states it ("the total number of pixels"), mmseg 0.16's reduction."""
+    logits, labels, boundary = make_inputs(seed, void=0.3)
+    got = ube_loss(logits, labels, boundary, alpha=3.0, eps=1e-6, reduction="all")
+    loss, weights, per_image, _, _ = reference_ube(logits, labels, boundary, 3.0, 1e-6, "all")
+    assert got.loss.item() == pytest.approx(loss, rel=1e-6)
+    torch.testing.assert_close(got.per_image.double(), torch.tensor(per_image, dtype=torch.float64))
+    valid = ube_loss(logits, labels, boundary, alpha=3.0, eps=1e-6, reduction="valid")
+    share = (labels != IGNORE).double().mean().item()  # ignored pixels only dilute the mean
+    assert got.loss.item() == pytest.approx(valid.loss.item() * share, rel=1e-9)
+    # alpha 0: mmseg's CrossEntropyLoss (unreduced CE, ignored pixels 0, mean over all of them)
+    plain = ube_loss(logits, labels, boundary, alpha=0.0, reduction="all")
+    mmseg = F.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="none").mean()
+    assert plain.loss.item() == pytest.approx(mmseg.item(), rel=1e-12)
+    with pytest.raises(ValueError, match="reduction"):
+        ube_loss(logits, labels, boundary, reduction="sum")
 
 
 def test_alpha_zero_is_plain_cross_entropy() -> None:

@@ -63,6 +63,21 @@ def test_demo_dry_run_plans_every_stage(tmp_path):
     assert "quality_reference" not in counts  # the reference is the evaluation's source_val
 
 
+def test_demo_plans_the_recipe_rows_when_listed(tmp_path):
+    """hrda_dg (online RCS over the whole source) and boundary_weighted (Eq. 2) run in the demo
+    when run.experiments lists them, with Fig. 2 for the demo model."""
+    listed = tmp_path / "listed.yaml"
+    names = ["source_only", "dginstyle", "flexseg", "hrda_dg", "boundary_weighted"]
+    listed.write_text(yaml.safe_dump({"run": {"experiments": names, "seeds": [0]}}))
+    proc = snakemake("-n", "--cores", "1", "all", "--configfile", str(listed), cwd=tmp_path)
+    counts = job_counts(proc.stdout)
+    assert counts["train"] == 5 and counts["rcs_online"] == 1
+    assert counts["motivation_panels"] == 1 and "dataset_combined_full" not in counts
+    assert "results/figures/motivation/tiny.png" in proc.stdout
+    block = next(b for b in proc.stdout.split("\n\n") if "train/hrda_dg/tiny" in b)
+    assert "results/dataset/source.csv" in block and "results/rcs/online_rcs.json" in block
+
+
 def test_jobs_run_without_an_activated_environment(tmp_path):
     # `.venv/bin/snakemake ...` with a PATH that holds no project Python: the jobs' `python` must
     # still be the one running Snakemake. One small job (the demo world, shrunk) shows it.
@@ -152,11 +167,29 @@ def test_paper_config_plans_the_full_experiment(tmp_path):
     assert "render_demo" not in counts
     assert "demo_generator_prior" not in counts
     assert counts["generate_shard"] == 50  # 10,000 images in 50 shards
-    # 3 methods x 3 seeds x 3 backbones, plus 3 ablations x 3 seeds on DAFormer MiT-B5
-    assert counts["train"] == 27 + 9
-    assert counts["evaluate"] == (27 + 9) * 5
+    # 4 methods (hrda_dg, the recipe of the published baselines, first) x 3 seeds x 3 backbones,
+    # plus 4 ablations (Table 2 and the Eq. 2 motivation experiment) x 3 seeds on DAFormer MiT-B5
+    assert counts["train"] == 36 + 12
+    assert counts["evaluate"] == (36 + 12) * 5
     assert counts["quality_score"] == counts["quality_report"] == 1  # no held-out source split
     assert "quality_reference" not in counts
+    # online RCS (hrda_dg; HRDA's dginstyle / flexseg as DGInStyle-SegModel exp. 61) reads the
+    # whole source through the online table; Fig. 2 is drawn for DAFormer MiT-B5
+    assert counts["rcs_online"] == counts["dataset_combined_full"] == 1
+    assert counts["motivation_panels"] == 1
+    out = proc.stdout
+    for run in (
+        "results/train/hrda_dg/hrda_mitb5/seed0/model.pt",
+        "results/train/boundary_weighted/daformer_mitb5/seed2/model.pt",
+        "results/figures/motivation/daformer_mitb5.png",
+    ):
+        assert run in out, run
+    train = [b for b in out.split("\n\n") if "rule train:" in b]
+    online = [b for b in train if "results/rcs/online_rcs.json" in b]
+    assert (
+        len(online) == 3 * 3 + 3 * 2 * 3
+    )  # hrda_dg x 3 models; 3 HRDA-based methods x 2 HRDA models
+    assert all("--online-rcs results/rcs/online_rcs.json" in b for b in online)
     jobs = yaml.safe_load((REPO / "config/paper/gta_to_five.yaml").read_text())["generation"][
         "jobs"
     ]
@@ -176,8 +209,8 @@ def test_one_backbone_override(tmp_path):
         cwd=tmp_path,
     )
     counts = job_counts(proc.stdout)
-    assert counts["train"] == 9
-    assert counts["evaluate"] == 45
+    assert counts["train"] == 12
+    assert counts["evaluate"] == 60
 
 
 def test_missing_dataset_root_is_named(tmp_path):
@@ -283,14 +316,14 @@ def test_the_tables_are_the_ones_the_config_asks_for(tmp_path):
 # The small jobs: they run where Snakemake runs (`localrule: True`), not as cluster jobs.
 LOCAL_RULES = {
     "rcs_subset", "generation_jobs", "merge_generated", "dataset_source", "dataset_generated",
-    "dataset_combined", "compare_panels", "tables", "ablation_table", "domain_gap",
+    "dataset_combined", "dataset_combined_full", "rcs_online", "compare_panels", "tables", "ablation_table", "domain_gap",
     "paper_comparison", "quality_report",
 }  # fmt: skip
 # The heavy ones: one cpu_load unit each (execution(), common.smk), a cluster job each.
 HEAVY_RULES = {
     "render_demo", "class_stats", "demo_generator_prior", "demo_generator_source",
     "demo_generator_controlnet", "generate_shard", "train", "evaluate", "quality_score",
-    "quality_reference",
+    "quality_reference", "motivation_panels",
 }  # fmt: skip
 
 

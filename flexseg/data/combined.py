@@ -9,7 +9,10 @@ its inputs, part by part, after reading the written file back:
 - ``source``: every image of the source dataset (``rcs_class`` -1);
 - ``generated``: every row of the merged generation manifest (train-id labels, ``rcs_class`` -1:
   generated images are used whole, so there is no class-aware re-crop);
-- ``combined``: the RCS subset rows (``rcs_class`` kept, for the re-crop) then all generated rows.
+- ``combined``: the RCS subset rows (``rcs_class`` kept, for the re-crop) then all generated rows;
+- ``combined_full``: every source image (``rcs_class`` -1) then all generated rows, for a run with
+  online RCS (``training.online_rcs``: DGInStyle-SegModel experiment 61 draws its GTA part by RCS
+  over all of GTA, not from the subset).
 
 Decisions: relative paths in the manifest are read relative to the manifest's folder (the merged
 set is ``images/<id>.png``, ``labels/<id>_labelTrainIds.png`` beside it); a path that is not there
@@ -127,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m flexseg.data.combined",
         description="Write a training data list: the source set, the generated set, or both.",
     )
-    parser.add_argument("kind", choices=("source", "generated", "combined"))
+    parser.add_argument("kind", choices=("source", "generated", "combined", "combined_full"))
     add_params_arguments(parser)
     parser.add_argument("--subset", type=Path, help="RCS subset data list (for combined)")
     parser.add_argument("--generated", type=Path, help="merged generation manifest.csv")
@@ -151,12 +154,16 @@ def run(
         write_checked(out, gen, {"generated": len(gen)})
         print(f"generated: {len(gen)} images from {generated} -> {out}")
         return
-    if subset is None:
+    if kind == "combined_full":
+        src = source_entries(params["source"])
+        origin = f"all of {params['source']['name']}"
+    elif subset is None:
         raise ConfigError("combined needs --subset CSV")
-    src = read_data_list(subset)
+    else:
+        src, origin = read_data_list(subset), f"RCS subset {subset}"
     write_checked(out, combined_entries(src, gen), {"source": len(src), "generated": len(gen)})
     print(
-        f"combined: {len(src)} source (RCS subset {subset}) + {len(gen)} generated "
+        f"{kind}: {len(src)} source ({origin}) + {len(gen)} generated "
         f"= {len(src) + len(gen)} rows -> {out}"
     )
 

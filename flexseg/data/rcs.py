@@ -28,6 +28,14 @@ Decisions the papers leave open:
   crop around a uniformly drawn pixel, marked not accepted. An image smaller than the crop gives a
   box starting at 0 that runs past the image: the consumer pads the label with 255 (and the image
   with 0) on the right and bottom.
+- Online RCS (``training.online_rcs``; DAFormer's ``rare_class_sampling``, used by HRDA dg
+  experiment 50 and DGInStyle-SegModel experiment 61): every source sample is drawn afresh, a
+  class by P(c), then an image uniformly among those with more than ``min_pixels`` of it, over the
+  whole source; the class then drives the re-crop (``flexseg.data.transforms``). The ``online``
+  command writes that table (``online_table``: per drawable class its probability and candidate
+  images by name); the trainer maps the names to its data list's rows (``OnlineRcs``) and draws
+  from each sample's own generator, so a draw is a pure function of (seed, draw number). Classes
+  no image holds enough of are dropped as for the subset (DAFormer would fail on them).
 - Statistics also record each image's size against its label's: a pair of different sizes stops
   the stage with the list of such samples (GTA5 has a few), to be removed with the dataset entry's
   ``exclude``.
@@ -281,19 +289,20 @@ class RcsPick:
     rcs_class: int
 
 
-def rare_class_subset(
-    stats: ClassStats, size: int, min_pixels: int, temperature: float, seed: int
-) -> list[RcsPick]:
-    """``size`` unique images drawn by RCS, each with more than ``min_pixels`` of its class."""
-    if size < 1:
-        raise ValueError(f"the subset size must be at least 1, got {size}")
+def drawable_probabilities(
+    stats: ClassStats, min_pixels: int, temperature: float, what: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """P(c) renormalized over the classes that some image holds more than ``min_pixels`` of
+    (the others dropped, with a warning naming ``what``), and the (images, classes) candidate
+    matrix."""
     candidate = stats.pixels > min_pixels
     probs = class_probabilities(stats.totals, temperature)
     drawable = candidate.any(axis=0)
     dropped = [CLASS_NAMES[c] for c in np.flatnonzero((probs > 0) & ~drawable)]
     if dropped:
         log.warning(
-            "RCS subset: no image of %s has more than %d px of %s; these classes are not drawn",
+            "%s: no image of %s has more than %d px of %s; these classes are not drawn",
+            what,
             stats.dataset,
             min_pixels,
             ", ".join(dropped),
@@ -302,6 +311,16 @@ def rare_class_subset(
     if probs.sum() == 0:
         raise DataError(f"no image of {stats.dataset} has more than {min_pixels} px of any class")
     probs /= probs.sum()
+    return probs, candidate
+
+
+def rare_class_subset(
+    stats: ClassStats, size: int, min_pixels: int, temperature: float, seed: int
+) -> list[RcsPick]:
+    """``size`` unique images drawn by RCS, each with more than ``min_pixels`` of its class."""
+    if size < 1:
+        raise ValueError(f"the subset size must be at least 1, got {size}")
+    probs, candidate = drawable_probabilities(stats, min_pixels, temperature, "RCS subset")
     eligible = int(candidate[:, probs > 0].any(axis=1).sum())
     if size > eligible:
         raise DataError(
@@ -325,6 +344,86 @@ def rare_class_subset(
         unchosen -= candidate[index]
         picks.append(RcsPick(index=index, rcs_class=cls))
     return picks
+
+
+ONLINE_FORMAT = "flexseg-online-rcs"
+
+
+def online_table(stats: ClassStats, min_pixels: int, temperature: float) -> dict[str, Any]:
+    """The online RCS table of ``stats`` (JSON-ready): per drawable class, in class order, its
+    probability and the names of the images holding more than ``min_pixels`` of it."""
+    probs, candidate = drawable_probabilities(stats, min_pixels, temperature, "online RCS")
+    classes = [
+        {
+            "class": int(c),
+            "name": CLASS_NAMES[c],
+            "probability": float(probs[c]),
+            "images": [stats.refs[i].name for i in np.flatnonzero(candidate[:, c])],
+        }
+        for c in np.flatnonzero(probs > 0)
+    ]
+    return {
+        "format": ONLINE_FORMAT,
+        "dataset": stats.dataset,
+        "images": len(stats.refs),
+        "temperature": float(temperature),
+        "min_pixels": int(min_pixels),
+        "classes": classes,
+    }
+
+
+@dataclass(frozen=True)
+class OnlineRcs:
+    """Online RCS over the source rows of a data list: ``draw`` picks a class by its probability,
+    then one of its candidate rows uniformly (``candidates[k]``: rows of ``classes[k]``)."""
+
+    classes: tuple[int, ...]
+    probabilities: np.ndarray
+    candidates: tuple[np.ndarray, ...]
+
+    @classmethod
+    def read(cls, path: str | Path, names: Sequence[str], parts: Sequence[str]) -> OnlineRcs:
+        """The table at ``path`` over a data list whose rows have ``names`` and ``parts``; every
+        candidate must be a source row of the list."""
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"online RCS table not found: {path}")
+        try:
+            data = json.loads(path.read_text())
+            if data.get("format") != ONLINE_FORMAT:
+                raise KeyError("format")
+            entries = [
+                (int(e["class"]), float(e["probability"]), e["images"]) for e in data["classes"]
+            ]
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
+            raise DataError(
+                f"{path}: not an online RCS table ({type(err).__name__}: {err})"
+            ) from err
+        rows = {
+            n: i for i, (n, part) in enumerate(zip(names, parts, strict=True)) if part == "source"
+        }
+        candidates = []
+        for c, _, images in entries:
+            if not images:
+                raise DataError(f"{path}: class {c} has no candidate image")
+            missing = [n for n in images if n not in rows]
+            if missing:
+                raise DataError(
+                    f"{path}: class {c} lists {len(missing)} images that are not source rows of "
+                    f"the data list (e.g. {missing[:3]}): the table and the list come from "
+                    "different source sets"
+                )
+            candidates.append(np.array([rows[n] for n in images], dtype=np.int64))
+        probs = np.array([p for _, p, _ in entries], dtype=np.float64)
+        if not entries or not np.isclose(probs.sum(), 1.0) or (probs <= 0).any():
+            raise DataError(f"{path}: class probabilities must be positive and sum to 1")
+        return cls(tuple(c for c, _, _ in entries), probs / probs.sum(), tuple(candidates))
+
+    def draw(self, rng: np.random.Generator) -> RcsPick:
+        """One online RCS sample: a class, then one of its candidate rows."""
+        k = int(rng.choice(len(self.classes), p=self.probabilities))
+        rows = self.candidates[k]
+        return RcsPick(index=int(rows[rng.integers(len(rows))]), rcs_class=self.classes[k])
 
 
 @dataclass(frozen=True)
@@ -415,6 +514,30 @@ def run_subset(params: Mapping[str, Any], stats_path: Path, out: Path) -> list[L
     return entries
 
 
+@dataclass(frozen=True)
+class OnlineSettings:
+    """``rcs`` of the ``rcs_online`` slice: what the table depends on."""
+
+    temperature: float
+    min_pixels: int
+
+
+def run_online(params: Mapping[str, Any], stats_path: Path, out: Path) -> dict[str, Any]:
+    """``params``: the validated ``rcs_online`` slice."""
+    s = build(OnlineSettings, params["rcs"])
+    stats = read_class_stats(stats_path)
+    table = online_table(stats, s.min_pixels, s.temperature)
+    body = ",\n".join(f"    {json.dumps(c)}" for c in table["classes"])
+    head = "\n".join(
+        f"  {json.dumps(k)}: {json.dumps(v)}," for k, v in table.items() if k != "classes"
+    )
+    write_text(out, "{\n" + head + '\n  "classes": [\n' + body + "\n  ]\n}\n")
+    print(f"online RCS over {len(stats.refs)} images of {stats.dataset} -> {out}")
+    for c in table["classes"]:
+        print(f"  {c['name']:>14}: p {c['probability']:.4f}, {len(c['images'])} images")
+    return table
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m flexseg.data.rcs",
@@ -434,6 +557,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_params_arguments(subset)
     subset.add_argument("--stats", required=True, type=Path, help="class statistics JSON")
     subset.add_argument("--out", required=True, type=Path, help="data list CSV to write")
+    online = sub.add_parser(
+        "online", help="the online RCS table: per class its probability and candidate images"
+    )
+    add_params_arguments(online)
+    online.add_argument("--stats", required=True, type=Path, help="class statistics JSON")
+    online.add_argument("--out", required=True, type=Path, help="online RCS table JSON to write")
     return parser
 
 
@@ -443,8 +572,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "stats":
             run_stats(params_from_args(args, "class_stats"), args.out, args.workers)
-        else:
+        elif args.command == "subset":
             run_subset(params_from_args(args, "rcs_subset"), args.stats, args.out)
+        else:
+            run_online(params_from_args(args, "rcs_online"), args.stats, args.out)
     except (DataError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -9,6 +9,12 @@ Draw numbers are global over the run: iteration ``t`` of a run with ``world`` pr
 ``batch`` images per process uses draws ``(t * world + rank) * batch + j`` for ``j < batch``, so
 every process of a distributed run draws different images from one shared stream.
 
+With online RCS (``training.online_rcs``, ``flexseg.data.rcs.OnlineRcs``) a requested source row
+stands for one online RCS sample, as a source index does in DGInStyle-SegModel's ``DGDataset``:
+the item's own generator draws a class and one of its candidate images (then the re-crop for
+that class), so the data order decides how often a source sample comes, RCS which. The item
+reports the row it loaded, which is what Hardness-Aware Sampling then scores.
+
 ``EpochOrder`` is the sampler used without Hardness-Aware Sampling: epochs are seeded
 permutations of the list (no image repeats within an epoch); each iteration takes the next
 ``world * batch`` positions, and the tail that does not fill a whole iteration is dropped, as
@@ -35,6 +41,7 @@ from torch.utils.data import Dataset
 
 from flexseg.config import Experiment
 from flexseg.data.lists import ListEntry, to_sample_ref
+from flexseg.data.rcs import OnlineRcs
 from flexseg.data.readers import load_sample
 from flexseg.data.transforms import PipelineSettings, transform_sample
 from flexseg.io import DataError
@@ -53,7 +60,7 @@ class TrainingItem(NamedTuple):
 
     image: torch.Tensor  # float32 (3, S, S), ImageNet-normalized
     label: torch.Tensor  # int64 (S, S), train ids, 255 = ignore
-    index: int  # the row of the data list (Hardness-Aware Sampling scores by it)
+    index: int  # the row of the data list loaded (Hardness-Aware Sampling scores by it)
 
 
 @dataclass(frozen=True)
@@ -103,14 +110,22 @@ def item_rng(seed: int, draw: int, index: int) -> np.random.Generator:
 
 
 class TrainingSet(Dataset):
-    """Map-style dataset indexed by ``Draw`` keys; returns ``TrainingItem``."""
+    """Map-style dataset indexed by ``Draw`` keys; returns ``TrainingItem``. With ``online``, a
+    source row is replaced by an online RCS draw (see the module doc)."""
 
-    def __init__(self, entries: Sequence[ListEntry], settings: PipelineSettings, seed: int):
+    def __init__(
+        self,
+        entries: Sequence[ListEntry],
+        settings: PipelineSettings,
+        seed: int,
+        online: OnlineRcs | None = None,
+    ):
         if not entries:
             raise DataError("TrainingSet: the data list is empty")
         self.entries = list(entries)
         self.settings = settings
         self.seed = int(seed)
+        self.online = online
         self._refs = [to_sample_ref(e, dataset=e.part) for e in self.entries]
 
     def __len__(self) -> int:
@@ -120,15 +135,20 @@ class TrainingSet(Dataset):
         draw, index = (int(k) for k in key)
         if not 0 <= index < len(self.entries):
             raise IndexError(f"image index {index} outside the data list of {len(self)} rows")
-        entry = self.entries[index]
+        entry, rng = self.entries[index], item_rng(self.seed, draw, index)
+        rcs_class = entry.rcs_class
+        if self.online is not None and entry.part == "source":
+            pick = self.online.draw(rng)
+            index, rcs_class = pick.index, pick.rcs_class
+            entry = self.entries[index]
         image, label = load_sample(self._refs[index])
         sample = transform_sample(
             image,
             label,
             generated=entry.part == "generated",
-            rcs_class=entry.rcs_class,
+            rcs_class=rcs_class,
             settings=self.settings,
-            rng=item_rng(self.seed, draw, index),
+            rng=rng,
         )
         return TrainingItem(torch.from_numpy(sample.image), torch.from_numpy(sample.label), index)
 

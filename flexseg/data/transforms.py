@@ -15,10 +15,12 @@ batched with the source crops, so a larger one gets the same random crop as the 
 ``cat_max_ratio``) and a smaller one is padded (bottom/right, image 0, label 255). At the intended
 sizes (generated side = crop side) both are no-ops.
 
-RCS re-crop (DGInStyle-SegModel's "class-aware recrop" of its offline RCS subset): for a source row
-with an RCS class, the ``cat_max_ratio`` crop is drawn again, up to ``rcs_recrop_tries`` times in
-all, until it holds more than ``rcs_recrop_min_pixels`` pixels of that class; the last crop is kept
-when none does (as DAFormer's online RCS keeps its last try).
+RCS re-crop (DGInStyle-SegModel's "class-aware recrop" of its offline RCS subset, and DAFormer's
+online RCS): for a source sample with an RCS class (a subset row, or an online RCS draw), the
+``cat_max_ratio`` crop is drawn again, up to ``rcs_recrop_tries`` crops in all, until one holds
+more than ``rcs_recrop_min_pixels`` pixels of that class; the last crop is kept when none does.
+The anchors (``get_gta_rcs_crop``, ``get_rare_class_sample``) draw a first crop and then up to 10
+more: ``rcs_recrop_tries`` 11 (the demo keeps 10).
 
 PhotoMetricDistortion follows mmseg's defaults on uint8 RGB: each operation with probability 0.5;
 brightness + U(-32, 32); contrast x U(0.5, 1.5), applied before or after the HSV operations with

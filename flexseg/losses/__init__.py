@@ -1,8 +1,10 @@
 """The FLEX-Seg losses: boundary masks (Eqs. 1, 3), UBE (Eqs. 7-8), GAP (Eqs. 4-6), DAFormer's
-ImageNet feature distance, and the training objective that sums them (Eq. 9, ``objective.py``).
+ImageNet feature distance, the motivation experiment's fixed boundary weight (Eq. 2), and the
+training objective that sums them (Eq. 9, ``objective.py``).
 """
 
 from flexseg.losses.boundary import boundary_mask, downsample_labels, granularity_masks
+from flexseg.losses.boundary_weight import BoundaryWeightResult, boundary_weighted_loss
 from flexseg.losses.feature_distance import feature_distance
 from flexseg.losses.gap import (
     GAPResult,
@@ -15,6 +17,7 @@ from flexseg.losses.gap import (
     prototype_info_nce,
 )
 from flexseg.losses.objective import (
+    BoundaryWeightSettings,
     FeatureDistanceSettings,
     GapSettings,
     LossTerms,
@@ -24,6 +27,8 @@ from flexseg.losses.objective import (
 from flexseg.losses.ube import UBEResult, ube_loss
 
 __all__ = [
+    "BoundaryWeightResult",
+    "BoundaryWeightSettings",
     "FeatureDistanceSettings",
     "GAPResult",
     "GapSettings",
@@ -35,6 +40,7 @@ __all__ = [
     "UpdateBatch",
     "boundary_features",
     "boundary_mask",
+    "boundary_weighted_loss",
     "downsample_labels",
     "feature_distance",
     "gap_loss",

@@ -3,9 +3,11 @@
     L = sum_o w_o * (L_seg(o) + lambda_gap * L_GAP(o)) + lambda_fd * L_FD              (Eq. 9)
 
 over the segmentor's outputs o (``SegOutput``; DAFormer: one of weight w = 1; HRDA: fused 0.9
-and detail 0.1). L_seg is UBE (Eqs. 7-8, ``ube.py``) when the experiment's ``ube`` is on and the
-mean pixel cross-entropy otherwise, on logits upsampled bilinearly (align_corners False) to the
-labels; L_GAP is the prototype InfoNCE (Eqs. 3-6, ``gap.py``) on the output's decoder feature,
+and detail 0.1). L_seg is UBE (Eqs. 7-8, ``ube.py``) when the experiment's ``ube`` is on, the
+motivation experiment's fixed boundary weight (Eq. 2, ``boundary_weight.py``) when its
+``boundary_weight`` is on, and the pixel cross-entropy otherwise, on logits upsampled bilinearly
+(align_corners False) to the labels, each divided by the N of ``training.ce_reduction`` (all
+pixels, as mmseg 0.16 and Eq. 8; or the valid ones); L_GAP is the prototype InfoNCE (Eqs. 3-6, ``gap.py``) on the output's decoder feature,
 with one prototype bank shared by all outputs, when ``gap`` is on (lambda_gap =
 ``training.gap.weight``, 0.5); L_FD is DAFormer's ImageNet feature distance
 (``feature_distance.py``, lambda_fd = ``training.feature_distance.weight``, 0.005) when enabled.
@@ -16,7 +18,9 @@ Decisions the paper leaves open:
   loss (for DAFormer this is exactly Eq. 9). The feature distance is added once, unweighted, as
   in DAFormer, averaged over the outputs that carry encoder features (HRDA: the context branch).
 * The per-image loss handed to Hardness-Aware Sampling is the first (main) output's: the
-  UBE-weighted mean CE with UBE on, the mean CE otherwise.
+  UBE-weighted (or Eq. 2-weighted) CE with UBE (Eq. 2) on, the CE otherwise, over the image's
+  part of N.
+* UBE and the Eq. 2 weight both weight the cross-entropy: an objective with both is refused.
 * The losses are computed in float32 whatever the autocast dtype of the forward pass.
 
 A new term is a local change: a name in ``TERMS``, its settings, and its lines in ``__call__``.
@@ -35,9 +39,10 @@ from torch import nn
 
 from flexseg.labels import IGNORE_INDEX, THING_CLASSES
 from flexseg.losses.boundary import boundary_mask
+from flexseg.losses.boundary_weight import boundary_weighted_loss
 from flexseg.losses.feature_distance import feature_distance
 from flexseg.losses.gap import PrototypeBank, gap_loss
-from flexseg.losses.ube import pixel_rows, ube_loss, valid_means
+from flexseg.losses.ube import pixel_means, pixel_rows, ube_loss
 
 if TYPE_CHECKING:
     from flexseg.models import SegOutput
@@ -49,6 +54,13 @@ TERMS = ("seg", "gap", "fd")
 class UbeSettings:
     alpha: float
     eps: float
+    dilate_kernel: int
+    erode_kernel: int
+
+
+@dataclass(frozen=True)
+class BoundaryWeightSettings:
+    alpha: float
     dilate_kernel: int
     erode_kernel: int
 
@@ -81,20 +93,24 @@ class LossTerms:
         return torch.stack([t.detach().float() for t in (self.total, *self.parts.values())])
 
 
-def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean pixel CE over the valid pixels (ignore 255) and each image's mean CE (detached).
+def cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, reduction: str = "valid"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel CE (ignore 255) over N = all pixels or the valid ones (``reduction``) and each
+    image's CE over its part of N (detached).
 
     Computed on pixel rows (``pixel_rows``: a view of channels-last logits), like UBE."""
     ce = F.cross_entropy(
         pixel_rows(logits), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
     )
-    return valid_means(ce, labels != IGNORE_INDEX)
+    return pixel_means(ce, labels != IGNORE_INDEX, reduction)
 
 
 @dataclass
 class Objective:
-    """Eq. 9. ``ube`` / ``gap`` None: that part is off (plain CE / no GAP term); the feature
-    distance is on when ``imagenet_model`` is given."""
+    """Eq. 9. ``ube`` / ``gap`` / ``boundary_weight`` None: that part is off (plain CE / no GAP
+    term / no Eq. 2 weight); the feature distance is on when ``imagenet_model`` is given;
+    ``ce_reduction`` is the segmentation losses' N (all or valid pixels)."""
 
     ube: UbeSettings | None
     gap: GapSettings | None
@@ -102,10 +118,14 @@ class Objective:
     feature_distance: FeatureDistanceSettings
     imagenet_model: nn.Module | None = None
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+    boundary_weight: BoundaryWeightSettings | None = None
+    ce_reduction: str = "valid"
 
     def __post_init__(self) -> None:
         if self.gap is not None and self.bank is None:
             raise ValueError("GAP is on but no prototype bank was given")
+        if self.ube is not None and self.boundary_weight is not None:
+            raise ValueError("UBE and the Eq. 2 boundary weight cannot both weight the CE")
         if self.feature_distance.enabled and self.imagenet_model is None:
             raise ValueError("the feature distance is on but no ImageNet model was given")
 
@@ -124,10 +144,19 @@ class Objective:
             if self.ube is not None:
                 u = self.ube
                 boundary = boundary_mask(out.labels, u.dilate_kernel, u.erode_kernel)
-                result = ube_loss(logits, out.labels, boundary, alpha=u.alpha, eps=u.eps)
+                result = ube_loss(
+                    logits, out.labels, boundary, u.alpha, u.eps, reduction=self.ce_reduction
+                )
                 seg, images_loss = result.loss, result.per_image
+            elif self.boundary_weight is not None:
+                w = self.boundary_weight
+                boundary = boundary_mask(out.labels, w.dilate_kernel, w.erode_kernel)
+                weighted = boundary_weighted_loss(
+                    logits, out.labels, boundary, w.alpha, reduction=self.ce_reduction
+                )
+                seg, images_loss = weighted.loss, weighted.per_image
             else:
-                seg, images_loss = cross_entropy(logits, out.labels)
+                seg, images_loss = cross_entropy(logits, out.labels, self.ce_reduction)
             per_image = images_loss if per_image is None else per_image
             seg_total = seg_total + out.weight * seg
             if self.gap is not None:

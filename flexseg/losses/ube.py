@@ -8,9 +8,13 @@ weighted by their standardized prediction entropy.
 
 Decisions the paper leaves open:
 
-* N counts the valid (non-ignored) pixels, so with alpha = 0 the loss is exactly the mean
-  cross-entropy with ``ignore_index`` (DAFormer's loss); ignored pixels carry no loss and no
-  weight (their weight is reported as 1).
+* N is ``reduction``'s (``training.ce_reduction``): ``all`` counts every pixel of the batch, the
+  ignored ones adding 0, as the paper writes it ("N is the total number of pixels") and as mmseg
+  0.16 reduces its cross-entropy (``weight_reduce_loss``: the mean over all B*H*W entries of the
+  unreduced loss, in which ignored pixels are 0); ``valid`` counts the non-ignored pixels only.
+  Either way, with alpha = 0 the loss is exactly the cross-entropy under the same reduction
+  (``all``: mmseg's; ``valid``: torch's ``ignore_index`` mean); ignored pixels carry no loss and
+  no weight (their weight is reported as 1).
 * mu_H and sigma_H are taken over the valid boundary pixels of the whole batch given (in DDP: of
   this process's batch), with the population standard deviation: a single boundary pixel then
   gets sigma_H = 0 and weight 1 + alpha / 2 instead of a NaN. With no boundary pixel every weight
@@ -20,8 +24,9 @@ Decisions the paper leaves open:
 * The logits must be at the label resolution: the trainer upsamples them (bilinear, as DAFormer
   does before its cross-entropy) and computes the boundary mask with ``boundary_mask``.
 
-``per_image`` (each image's weighted mean CE over its valid pixels, detached) is the loss that
-Hardness-Aware Sampling records per image.
+``per_image`` (each image's weighted CE divided by that image's share of N: its pixels under
+``all``, its valid pixels under ``valid``; detached) is the loss that Hardness-Aware Sampling
+records per image. Under ``all`` the batch loss is the mean of the images' losses.
 """
 
 from __future__ import annotations
@@ -62,12 +67,25 @@ def pixel_rows(logits: torch.Tensor) -> torch.Tensor:
     return logits.permute(0, 2, 3, 1).reshape(-1, logits.shape[1])
 
 
-def valid_means(per_pixel: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A pixel loss (B H W,) with zeros on ignored pixels, averaged over the valid pixels
-    (``valid``: (B, H, W) bool): the batch mean and each image's mean (detached)."""
-    per_valid = valid.sum(dim=(1, 2))
-    loss = per_pixel.sum() / per_valid.sum().clamp(min=1)
-    per_image = per_pixel.detach().view(valid.shape[0], -1).sum(dim=1) / per_valid.clamp(min=1)
+REDUCTIONS = ("all", "valid")
+
+
+def pixel_means(
+    per_pixel: torch.Tensor, valid: torch.Tensor, reduction: str = "valid"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A pixel loss (B H W,) with zeros on ignored pixels (``valid``: (B, H, W) bool), divided by
+    N: every pixel (``reduction`` all) or the valid ones (valid). The batch loss and each image's
+    (detached, divided by the image's part of N)."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if reduction == "all":
+        per_image_n = torch.full(
+            (valid.shape[0],), valid[0].numel(), dtype=torch.int64, device=valid.device
+        )
+    else:
+        per_image_n = valid.sum(dim=(1, 2))
+    loss = per_pixel.sum() / per_image_n.sum().clamp(min=1)
+    per_image = per_pixel.detach().view(valid.shape[0], -1).sum(dim=1) / per_image_n.clamp(min=1)
     return loss, per_image
 
 
@@ -108,8 +126,10 @@ def ube_loss(
     alpha: float = 3.0,
     eps: float = 1e-6,
     ignore_index: int = IGNORE_INDEX,
+    reduction: str = "valid",
 ) -> UBEResult:
-    """Eq. 8 for logits (B, C, H, W), labels (B, H, W) and a boundary mask (B, H, W)."""
+    """Eq. 8 for logits (B, C, H, W), labels (B, H, W) and a boundary mask (B, H, W); N per
+    ``reduction`` (all or valid pixels, see the module doc)."""
     if logits.dim() != 4:
         raise ValueError(f"logits must be (B, C, H, W), got shape {tuple(logits.shape)}")
     batch, num_classes, height, width = logits.shape
@@ -143,7 +163,7 @@ def ube_loss(
         weights, mean, std, count = _entropy_weights(
             log_probs.detach(), (boundary & valid).reshape(-1), alpha, eps
         )
-    loss, per_image = valid_means(weights * ce, valid)
+    loss, per_image = pixel_means(weights * ce, valid, reduction)
     return UBEResult(
         loss=loss,
         weights=weights.view(batch, height, width),

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flexseg.labels import NUM_CLASSES
-from flexseg.models.heads import DAFormerHead, HeadOutput
+from flexseg.models.heads import DAFormerHead, DeepLabV2Head, HeadOutput
 from flexseg.models.hrda import CropBox, HRDASegmentor
 from flexseg.models.segmentor import (
     ModelSpec,
@@ -49,14 +49,23 @@ def build_model(
     encoder = build_encoder(spec.encoder, where=f"{where}.encoder")
     head = build_head(spec.head, encoder.channels, num_classes, gap_features=gap_features)
     if ARCHITECTURES[spec.architecture] is HRDASegmentor:
-        attention_head = DAFormerHead(
-            in_channels=encoder.channels,
-            num_classes=num_classes,
-            embed_dim=spec.hrda.attention_embed_dim,
-            fusion_dim=spec.hrda.attention_embed_dim,
-            dropout=spec.head.dropout,
-            fusion="conv1x1",
-        )
+        # HRDA's scale attention is a head of the decode head's kind (hrda_head.py)
+        if spec.head.type == "deeplabv2":
+            attention_head: DAFormerHead | DeepLabV2Head = DeepLabV2Head(
+                in_channels=encoder.channels,
+                num_classes=num_classes,
+                dilations=spec.head.dilations,
+                feature_dim=None,
+            )
+        else:
+            attention_head = DAFormerHead(
+                in_channels=encoder.channels,
+                num_classes=num_classes,
+                embed_dim=spec.hrda.attention_embed_dim,
+                fusion_dim=spec.hrda.attention_embed_dim,
+                dropout=spec.head.dropout,
+                fusion="conv1x1",
+            )
         return HRDASegmentor(
             encoder=encoder,
             decode_head=head,

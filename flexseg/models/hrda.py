@@ -2,9 +2,12 @@
 
 A low-resolution context view (the whole crop resized by ``context_scale``, 0.5) and a
 high-resolution detail view (a ``detail_crop`` window of the full-resolution crop) go through the
-same encoder and decode head. A separate scale-attention head (DAFormer-style, with a 1x1 conv
-fusion instead of the ASPP; sigmoid; one channel per class) runs on the context features and
-predicts ``a``, the trust in the detail logits. With ``up`` the bilinear resize from the context
+same encoder and decode head. A separate scale-attention head of the decode head's kind runs on
+the context features and predicts ``a`` (sigmoid; one channel per class), the trust in the detail
+logits: HRDA builds it from the single-scale head's config (``hrda_head.py``), so for the DAFormer
+head it is DAFormer-style with a 1x1 conv fusion instead of the ASPP, and for DeepLabV2
+(ResNet-101) a DeepLabV2 head, the sum of 3x3 dilated convolutions (6 and 12) on the last stage,
+without BN or dropout (``build_model``). With ``up`` the bilinear resize from the context
 grid to the detail grid, the fused logits are
 
     fused = up((1 - a) * lr_logits) + up(a) * hr_logits_inserted
@@ -19,9 +22,12 @@ context crop.
 Decisions the papers leave open or that this implementation adds:
 - The detail window is drawn from the global torch RNG, one window per batch (as HRDA). Its
   corners are multiples of ``align`` = lcm(8, output_stride / context_scale): 8 for DAFormer's
-  stride-4 head at scale 0.5 (HRDA's "multiples of 8"), 16 for DeepLabV2's stride-8 head, so the
-  window falls on whole cells of both the context and the detail logit grids. Training crops must
-  therefore have sides divisible by ``align``; a crop smaller than ``detail_crop`` uses a detail
+  stride-4 head at scale 0.5 (HRDA's ``crop_coord_divisible`` 8), 16 for DeepLabV2's stride-8
+  head, so the window falls on whole cells of both the context and the detail logit grids. The
+  offset is drawn as HRDA's ``get_crop_bbox`` draws it, ``randint((margin + 1) // align) *
+  align`` with margin = side - detail_crop: 0..504 for a 512 window in a 1024 crop (the window
+  flush with the far edge, 512, is never drawn), and 0 when the window spans the side. Training
+  crops must have sides divisible by ``align``; a crop smaller than ``detail_crop`` uses a detail
   window of the whole side.
 - GAP features: the fused output carries the context branch's decoder feature (stride
   ``output_stride / context_scale`` of the crop), the detail output the detail branch's.
@@ -82,7 +88,7 @@ class HRDASegmentor(Segmentor):
         self,
         encoder: MiTEncoder | ResNetEncoder,
         decode_head: DAFormerHead | DeepLabV2Head,
-        scale_attention_head: DAFormerHead,
+        scale_attention_head: DAFormerHead | DeepLabV2Head,
         context_scale: float = 0.5,
         detail_crop: int = 512,
         fused_weight: float = 0.9,
@@ -122,12 +128,17 @@ class HRDASegmentor(Segmentor):
         )
 
     def sample_detail_box(self, height: int, width: int) -> CropBox:
-        """A random detail window with corners on multiples of ``align`` (global torch RNG)."""
+        """A random detail window with corners on multiples of ``align`` (global torch RNG),
+        offsets drawn as HRDA's ``get_crop_bbox`` (see the module doc)."""
         self._check_training_size(height, width)
         crop_h, crop_w = min(self.detail_crop, height), min(self.detail_crop, width)
-        y0 = int(torch.randint((height - crop_h) // self.align + 1, ()).item()) * self.align
-        x0 = int(torch.randint((width - crop_w) // self.align + 1, ()).item()) * self.align
+        y0 = self._offset(height - crop_h)
+        x0 = self._offset(width - crop_w)
         return CropBox(y0, y0 + crop_h, x0, x0 + crop_w)
+
+    def _offset(self, margin: int) -> int:
+        choices = max((margin + 1) // self.align, 1)
+        return int(torch.randint(choices, ()).item()) * self.align
 
     def _check_training_size(self, height: int, width: int) -> None:
         if height % self.align or width % self.align:

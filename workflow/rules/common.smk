@@ -7,7 +7,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir)))
 
 from flexseg.config import EXECUTION, ConfigError, execution_values, experiment_titles
-from flexseg.config import params_json, quality_run, training_runs, validate
+from flexseg.config import params_json, quality_run, run_data, run_training, training_runs
+from flexseg.config import validate
 from flexseg.tables import ablation_experiments, parse_experiments
 
 
@@ -113,9 +114,13 @@ def run_dir(e, m, s):
     return f"results/train/{e}/{m}/seed{s}"
 
 
-def data_list(wildcards):
-    kind = config["experiments"][wildcards.experiment]["data"]
-    return f"results/dataset/{kind}.csv"
+def train_inputs(wildcards):
+    """A run's data list (flexseg.config.run_data) and, with online RCS, the RCS table."""
+    e, m = wildcards.experiment, wildcards.model
+    inputs = {"data": f"results/dataset/{run_data(config, e, m)}.csv"}
+    if run_training(config, e, m)["online_rcs"]:
+        inputs["online_rcs"] = "results/rcs/online_rcs.json"
+    return inputs
 
 
 def all_metrics():
@@ -140,6 +145,22 @@ def compare_figures():
     ]
 
 
+def motivation_figures():
+    """results/figures/motivation/<model>.png (the paper's Fig. 2) wherever a generated set is
+    made and every run tables.motivation_panels names exists."""
+    names = config["tables"]["motivation_panels"]["experiments"]
+    seed = config["run"]["seeds"][0]
+    have = set(runs())
+    models = dict.fromkeys(m for _, m, _ in runs())
+    if not names or not uses_generated():
+        return []
+    return [
+        f"results/figures/motivation/{m}.png"
+        for m in models
+        if all((e, m, seed) in have for e in names)
+    ]
+
+
 # The generated set's quality report (workflow/rules/quality.smk).
 QUALITY_DIR = "results/generation/quality"
 
@@ -148,6 +169,12 @@ def quality_checkpoint():
     """quality.checkpoint, else the model.pt of the run quality names (flexseg.config.quality_run)."""
     path = config["quality"]["checkpoint"]
     return path if path is not None else f"{run_dir(*quality_run(config))}/model.pt"
+
+
+def quality_run_names():
+    """The quality run's experiment and model (its evaluation overrides), {} for a named file."""
+    run = quality_run(config)
+    return {} if run is None else {"experiment": run[0], "model": run[1]}
 
 
 def quality_reference():
@@ -194,7 +221,7 @@ def table_outputs():
 
 
 def final_outputs():
-    out = [*table_outputs(), *compare_figures()]
+    out = [*table_outputs(), *compare_figures(), *motivation_figures()]
     if DEMO:
         out.append("results/demo/world_grid.png")
     if uses_generated():

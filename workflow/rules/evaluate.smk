@@ -1,5 +1,6 @@
 # One evaluation job per (run, dataset): mIoU, per-class IoU, boundary/interior error, panels;
-# then the paper's Fig. 5 per (model, dataset) from the panel tiles of the compared runs.
+# then the paper's Fig. 5 per (model, dataset) from the panel tiles of the compared runs, and its
+# Fig. 2 per model: the compared runs' predictions on a few generated training images.
 
 
 rule evaluate:
@@ -60,3 +61,36 @@ rule compare_panels:
     shell:
         "python -m flexseg.figures compare --panels {input.tiles:q} --titles {params.titles:q} "
         "--out {output.figure:q} > {log} 2>&1"
+
+
+rule motivation_panels:
+    input:
+        manifest="results/generation/dataset/manifest.csv",
+        models=lambda w: [
+            f"results/train/{e}/{w.model}/seed{config['run']['seeds'][0]}/model.pt"
+            for e in config["tables"]["motivation_panels"]["experiments"]
+        ],
+    output:
+        figure=report(
+            "results/figures/motivation/{model}.png",
+            caption="../report/motivation_panels.rst",
+            category="Figures",
+            labels={"model": "{model}"},
+        ),
+    log:
+        "logs/motivation_panels/{model}.log",
+    params:
+        titles=experiment_titles(config, config["tables"]["motivation_panels"]["experiments"]),
+        images=config["tables"]["motivation_panels"]["images"],
+    threads: 1
+    resources:
+        **execution("evaluate"),
+        gpu=1,
+    conda:
+        "../envs/flexseg.yaml"
+    shell:
+        gpu_job(
+            "python -m flexseg.figures generated --manifest {input.manifest} "
+            "--checkpoints {input.models:q} --titles {params.titles:q} --images {params.images} "
+            "--device {resources.device} --out {output.figure:q} > {log} 2>&1"
+        )

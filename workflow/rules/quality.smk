@@ -45,7 +45,9 @@ rule quality_reference:
     benchmark:
         "results/benchmarks/generation/quality_reference.tsv"
     params:
-        p=lambda wildcards: params_json(config, "evaluate", dataset=config["held_out"]),
+        p=lambda wildcards: params_json(
+            config, "evaluate", dataset=config["held_out"], **quality_run_names()
+        ),
     threads: 1
     resources:
         **execution("evaluate"),

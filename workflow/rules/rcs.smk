@@ -1,4 +1,5 @@
-# Rare-class sampling: per-image class statistics, then the rare-class source subset.
+# Rare-class sampling: per-image class statistics, then the rare-class source subset and the
+# online RCS table (runs with training.online_rcs draw their source samples from it).
 
 
 rule class_stats:
@@ -38,3 +39,20 @@ rule rcs_subset:
     shell:
         "python -m flexseg.data.rcs subset --params {params.p:q} --stats {input.stats} "
         "--out {output.subset} > {log} 2>&1"
+
+
+rule rcs_online:
+    input:
+        stats="results/rcs/class_stats.json",
+    output:
+        table="results/rcs/online_rcs.json",
+    log:
+        "logs/rcs/online.log",
+    params:
+        p=stage("rcs_online"),
+    localrule: True
+    conda:
+        "../envs/flexseg.yaml"
+    shell:
+        "python -m flexseg.data.rcs online --params {params.p:q} --stats {input.stats} "
+        "--out {output.table} > {log} 2>&1"

@@ -3,7 +3,7 @@
 
 rule train:
     input:
-        data=data_list,
+        unpack(train_inputs),
     output:
         model="results/train/{experiment}/{model}/seed{seed}/model.pt",
         loss_log="results/train/{experiment}/{model}/seed{seed}/loss_log.csv",
@@ -14,6 +14,10 @@ rule train:
         "results/benchmarks/train/{experiment}/{model}/seed{seed}.tsv"
     params:
         p=stage("train"),
+        # with online RCS, the table the trainer draws source images by
+        online=lambda wildcards, input: (
+            f"--online-rcs {input.online_rcs}" if "online_rcs" in input.keys() else ""
+        ),
         # the resume state (last.pt), kept across kills: a rerun resumes from it
         checkpoints="results/train/{experiment}/{model}/seed{seed}/checkpoints",
     threads: config["training"]["threads"]
@@ -24,7 +28,7 @@ rule train:
         "../envs/flexseg.yaml"
     shell:
         gpu_job(
-            "python -m flexseg.train --params {params.p:q} --data {input.data} "
+            "python -m flexseg.train --params {params.p:q} --data {input.data} {params.online} "
             "--model-file {output.model} --loss-log {output.loss_log} "
             "--resolved-config {output.resolved_config} --checkpoint-dir {params.checkpoints} "
             "--threads {threads} --workers {resources.workers} --device {resources.device} "
