@@ -174,6 +174,12 @@ def _check_references(config: dict[str, Any], source: str) -> None:
                     f"invalid {source}: {where} names {name!r}, which is not a key of {section} "
                     f"(known: {sorted(config[section])})"
                 )
+    held_out = config["held_out"]
+    if held_out is not None and held_out not in config["evaluation"]["datasets"]:
+        raise ConfigError(
+            f"invalid {source}: held_out {held_out!r} is not in evaluation.datasets (every run is "
+            "evaluated on the held-out source images)"
+        )
     training_schema = schema_at("training")
     for name, model in config["models"].items():
         merged = deep_merge(config["training"], model["training"])
@@ -253,13 +259,6 @@ def _check_quality(config: dict[str, Any], source: str) -> None:
         )
     if q["model"] is not None and q["model"] not in config["models"]:
         raise ConfigError(f"invalid {source}: quality.model names unknown {q['model']!r}")
-    ref = q["reference"]
-    if ref is not None and ref not in config["datasets"]:
-        raise ConfigError(f"invalid {source}: quality.reference names unknown dataset {ref!r}")
-    if ref is not None and ref not in config["evaluation"]["scales"]:
-        raise ConfigError(
-            f"invalid {source}: quality.reference {ref!r} has no evaluation.scales entry"
-        )
 
 
 def load_config(*paths: str | Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -487,13 +486,21 @@ SLICES: dict[str, dict[str, Part | Seed]] = {
         "dataset": DATASET_ENTRY,
     },
     # Not the evaluation's mode, window, stride or batch size: generated crops are fed whole
-    # (flexseg.quality); its Eq. 1 kernel keeps the split comparable with the evaluation's.
+    # (flexseg.quality); its Eq. 1 kernel keeps the split comparable with the evaluation's, and
+    # it predicts with the evaluation's TF32 setting.
     "quality": {
         "panels": Part("quality.panels"),
         "boundary_kernel": Part("evaluation.boundary_kernel"),
+        "tf32": Part("evaluation.tf32"),
     },
+    # Table 1, Table 2 and the comparison with the paper (which tables are written is the
+    # workflow's choice, from the config: not in any slice).
     "tables": {
-        "tables": Part("tables", drop=("compare_panels", "motivation_panels")),
+        "tables": Part("tables", drop=("compare_panels", "compare_paper", "motivation_panels")),
+        "experiments": Part("experiments", drop_each=RECIPE_KEYS),
+    },
+    "domain_gap": {
+        "held_out": Part("held_out"),
         "experiments": Part("experiments", drop_each=RECIPE_KEYS),
     },
 }

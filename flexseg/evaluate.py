@@ -1,10 +1,11 @@
 """Evaluate one trained run on one dataset: mIoU, per-class IoU, per-condition mIoU, boundary vs
 interior error (the paper's Fig. 1), and qualitative panels.
 
-``python -m flexseg.evaluate --params P --checkpoint model.pt --out-dir DIR [--device D]`` with
-P = {"evaluation": {mode, window, stride, batch_size, boundary_kernel, panels, tf32}, "scale":
-[long, short], "dataset": {name, format, root, split, conditions}} writes ``DIR/metrics.json``,
-``DIR/panels.png`` and ``DIR/panels.npz`` (the panel tiles, for comparisons across runs).
+``python -m flexseg.evaluate --params P --checkpoint model.pt --metrics M --panels PNG --tiles NPZ
+[--device D]`` with P = {"evaluation": {mode, window, stride, batch_size, boundary_kernel, panels,
+tf32}, "scale": [long, short], "dataset": {name, format, root, split, conditions}} writes the
+scores to M (JSON), the qualitative panels to PNG and their tiles to NPZ (for comparisons across
+runs).
 
 The protocol is DAFormer/HRDA's single-scale test (``flexseg.inference``: keep-ratio resize
 into ``scale`` x the model's ``test_scale_factor``, sliding window or whole image, softmax,
@@ -272,11 +273,20 @@ def metrics_record(
     }
 
 
+@dataclass(frozen=True)
+class EvalFiles:
+    """What an evaluation writes: the scores (JSON), the panels (PNG), their tiles (NPZ)."""
+
+    metrics: Path
+    panels: Path
+    tiles: Path
+
+
 def run(
-    params: Mapping[str, Any], checkpoint: str | Path, out_dir: str | Path, device: str = "auto"
+    params: Mapping[str, Any], checkpoint: str | Path, files: EvalFiles, device: str = "auto"
 ) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on the dataset of ``params`` (the ``evaluate`` slice) on
-    ``device`` (auto, cpu, cuda); write metrics.json, panels.png and panels.npz."""
+    ``device`` (auto, cpu, cuda); write ``files``."""
     from flexseg.checkpoint import load_model
     from flexseg.data.readers import list_samples, load_sample
 
@@ -305,10 +315,9 @@ def run(
     extra = {"device": str(device), "checkpoint": str(checkpoint), "git_revision": git_revision()}
     recipe = run_recipe(meta.params, meta.model_config, settings.inference.mode)
     record = metrics_record(result, identity, str(entry["name"]), settings, extra, recipe)
-    out = Path(out_dir)
-    write_panels(out / "panels.png", [tiles_row(t) for t in result.panels])
-    save_tiles(out / "panels.npz", result.panels)
-    write_json(out / "metrics.json", record)
+    write_panels(files.panels, [tiles_row(t) for t in result.panels])
+    save_tiles(files.tiles, result.panels)
+    write_json(files.metrics, record)
     rate = result.scores.num_images / max(result.seconds, 1e-9)
     print(
         f"{entry['name']}: mIoU {record['miou']} over {record['num_images']} images "
@@ -329,8 +338,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--dataset", help="with --config: which entry of datasets (evaluation.scales) to use"
     )
     parser.add_argument("--checkpoint", required=True, help="model.pt written by flexseg.train")
+    parser.add_argument("--metrics", required=True, type=Path, help="the scores (JSON) to write")
+    parser.add_argument("--panels", required=True, type=Path, help="the panels (PNG) to write")
     parser.add_argument(
-        "--out-dir", required=True, help="folder for metrics.json, panels.png and panels.npz"
+        "--tiles", required=True, type=Path, help="the panels' tiles (NPZ) to write"
     )
     parser.add_argument(
         "--threads", type=int, help="CPU threads for torch (default: torch's own choice)"
@@ -346,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         params = params_from_args(args, "evaluate", dataset=args.dataset)
         device = execution_from_args(args, "evaluate")["device"]
-        run(params, args.checkpoint, args.out_dir, device)
+        run(params, args.checkpoint, EvalFiles(args.metrics, args.panels, args.tiles), device)
     except (DataError, ConfigError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

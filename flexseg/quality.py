@@ -5,14 +5,16 @@ itself: FLEX-Seg's premise is that generated images follow their layouts except 
 
     python -m flexseg.quality score --params P --manifest results/generation/dataset/manifest.csv \\
         --checkpoint results/train/source_only/<model>/seed<s>/model.pt \\
-        --out-dir results/generation/quality
+        --scores results/generation/quality/scores.json \\
+        --panels results/generation/quality/panels.npz
     python -m flexseg.quality report --scores results/generation/quality/scores.json \\
         --panels results/generation/quality/panels.npz \\
         [--reference results/evaluate/source_only/<model>/seed<s>/source_val/metrics.json] \\
         --out-csv results/generation/quality.csv --figure results/generation/quality.png
 
-with P = {panels, boundary_kernel} (``flexseg.config.stage_params(config, "quality")``); the
-device is an option (``--device``), not a param.
+with P = {panels, boundary_kernel, tf32} (``flexseg.config.stage_params(config, "quality")``;
+``tf32`` is the evaluation's, ``flexseg.precision``); the device is an option (``--device``), not
+a param.
 
 ``score`` predicts every image of the set (``flexseg.data.readers``, format ``generated``, each
 image's condition from the manifest) and sums, per group (the whole set and each condition), the
@@ -20,7 +22,7 @@ confusion matrix (``flexseg.metrics.confusion_matrix``), the same matrix restric
 boundary band B (Eq. 1, ``flexseg.metrics.gt_boundary`` with the evaluation's
 ``boundary_kernel``) and the evaluation's boundary / interior pixel counts
 (``flexseg.metrics.boundary_interior_counts``); it writes them to ``scores.json`` with the
-figure's image | label | prediction tiles in ``panels.npz``. ``report`` turns them into the table,
+figure's image | label | prediction tiles in ``--panels``. ``report`` turns them into the table,
 one row per group and per class:
 
 - ``miou``: 100 x the nan-mean of per-class IoU (class rows: that class's IoU), as the
@@ -91,6 +93,7 @@ from flexseg.metrics import (
     iou_per_class,
     mean_iou,
 )
+from flexseg.precision import apply_tf32
 
 ALL = "all"
 COLUMNS = (
@@ -118,6 +121,7 @@ class QualitySettings:
 
     panels: int
     boundary_kernel: int
+    tf32: bool
 
 
 @dataclass
@@ -368,11 +372,13 @@ def score(
     params: Mapping[str, Any],
     manifest: str | Path,
     checkpoint: str | Path,
-    out_dir: str | Path,
+    scores: str | Path,
+    panels: str | Path,
     device: str = "auto",
 ) -> dict[str, Any]:
     """Score the generated set of ``manifest`` with ``checkpoint`` on ``device`` (auto, cpu,
-    cuda); write ``scores.json`` and ``panels.npz`` under ``out_dir`` and return the record."""
+    cuda); write the scores (JSON) to ``scores`` and the panel tiles (NPZ) to ``panels``, and
+    return the record."""
     from flexseg.checkpoint import load_model
     from flexseg.data.readers import list_samples, load_sample
     from flexseg.device import resolve_device
@@ -388,6 +394,7 @@ def score(
     if not refs:
         raise DataError(f"{manifest.parent}: the generated set holds no images")
     device = resolve_device(device, "evaluation.device")
+    apply_tf32(settings.tf32)
     model, meta = load_model(checkpoint, map_location=device)
     model.to(device).eval()
     experiment, model_name, seed = run_identity(meta, str(checkpoint))
@@ -409,6 +416,7 @@ def score(
             "boundary_kernel": settings.boundary_kernel,
             "generated_resize": list(box) if box is not None else None,
             "panels": settings.panels,
+            "tf32": settings.tf32,
             "device": str(device),
             "git_revision": git_revision(),
         },
@@ -418,9 +426,8 @@ def score(
         ],
         "groups": {k: g.to_record() for k, g in result.groups.items()},
     }
-    out = Path(out_dir)
-    save_tiles(out / "panels.npz", result.panels)
-    write_json(out / "scores.json", record)
+    save_tiles(panels, result.panels)
+    write_json(scores, record)
     overall = mean_iou(result.groups[ALL].confusion)
     print(f"generated set: mIoU {overall:.2f} over {record['num_images']} images", file=sys.stderr)
     return record
@@ -572,11 +579,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="How well a source-only segmenter recognises a generated set's labels.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sc = sub.add_parser("score", help="predict the generated set: scores.json and panels.npz")
+    sc = sub.add_parser("score", help="predict the generated set: its scores and panel tiles")
     add_params_arguments(sc)
     sc.add_argument("--manifest", required=True, help="the merged set's manifest.csv")
     sc.add_argument("--checkpoint", required=True, help="model.pt of a source-only run")
-    sc.add_argument("--out-dir", required=True, help="folder for scores.json and panels.npz")
+    sc.add_argument("--scores", required=True, help="the scores (JSON) to write")
+    sc.add_argument("--panels", required=True, help="the panel tiles (NPZ) to write")
     sc.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     add_execution_arguments(sc, "quality")
     rp = sub.add_parser("report", help="quality.csv and quality.png from the scores")
@@ -596,7 +604,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 torch.set_num_threads(args.threads)
             device = execution_from_args(args, "quality")["device"]
             params = params_from_args(args, "quality")
-            score(params, args.manifest, args.checkpoint, args.out_dir, device)
+            score(params, args.manifest, args.checkpoint, args.scores, args.panels, device)
         else:
             report(args.scores, args.panels, args.reference, args.out_csv, args.figure)
     except (DataError, ConfigError, ValueError, FileNotFoundError) as err:

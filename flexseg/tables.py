@@ -30,11 +30,13 @@ Decisions the paper leaves open:
 - Table 2 also lists the motivation experiment (Eq. 2, the ``boundary_weight`` flag, column
   ``BOUNDARY``) right after the baseline, when it was run.
 
-Writes (under ``--out-dir``): ``table.csv`` and ``table.md`` (Table 1), ``tables/long.csv``,
-``tables/ablation.csv`` and ``.md`` (Table 2; when combined-data experiments other than the main
-ones were evaluated), ``tables/domain_gap.csv`` (when a dataset named ``source_val`` was
-evaluated), ``tables/paper_comparison.csv`` (when ``compare_paper``) and
-``figures/boundary_interior.png``.
+One command per table, each writing the files it is given (``python -m flexseg.tables main |
+ablation | domain-gap | paper-comparison --params P --metrics ... --table ...``): ``main``
+writes Table 1 (CSV and Markdown), the long table and the boundary / interior figure;
+``ablation`` Table 2 (CSV and Markdown; an error when the metrics hold no combined-data
+experiment beyond the main ones); ``domain-gap`` each run's mIoU on the held-out source dataset
+(the config's ``held_out``) beside its target mean; ``paper-comparison`` the measured tables next
+to the published ones. Which of them a run makes is the workflow's choice, from the config.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -79,7 +81,6 @@ AVERAGES: dict[str, tuple[str, ...]] = {
 }
 TABLE1_COLUMNS = ("ACDC", "DZ", "Avg2", "CS", "BDD", "MV", "Avg5")
 TABLE2_COLUMNS = ("Avg2", "Avg3", "Avg5")
-SOURCE_VAL = "source_val"
 REQUIRED_KEYS = ("experiment", "model", "seed", "dataset", "miou")
 
 
@@ -104,7 +105,6 @@ class RunMetrics:
 @dataclass(frozen=True)
 class TableSettings:
     main_experiments: list[str]
-    compare_paper: bool
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,14 @@ class TablesParams:
     """The ``tables`` stage slice."""
 
     tables: TableSettings
+    experiments: dict[str, Experiment]
+
+
+@dataclass(frozen=True)
+class DomainGapParams:
+    """The ``domain_gap`` stage slice."""
+
+    held_out: str | None
     experiments: dict[str, Experiment]
 
 
@@ -384,25 +392,26 @@ ABLATION_FLAGS = ("gap", "ube", "has", "boundary_weight")
 ABLATION_HEADERS = {"GAP": "GAP", "UBE": "UBE", "HAS": "HAS", "BOUNDARY_WEIGHT": "Eq. 2"}
 
 
-def domain_gap_table(long: pd.DataFrame) -> pd.DataFrame:
-    """Per run: the held-out source mIoU, the mean over the evaluated targets, and their gap."""
+def domain_gap_table(long: pd.DataFrame, held_out: str) -> pd.DataFrame:
+    """Per run: the mIoU on the held-out source dataset ``held_out``, the mean over the evaluated
+    targets, and their gap."""
     keys = ["experiment", "method", "model", "seed"]
     out = []
     for key, group in long.groupby(keys, sort=False):
-        src = group[group["dataset"] == SOURCE_VAL]["miou"]
+        src = group[group["dataset"] == held_out]["miou"]
         if src.empty:
             continue
         tgt = group[group["column"] != ""]["miou"].dropna()
         target_mean = float(tgt.mean()) if len(tgt) else math.nan
         row = dict(zip(keys, key, strict=True))
         row.update(
-            source_val=float(src.iloc[0]),
+            held_out=float(src.iloc[0]),
             target_mean=target_mean,
             targets=len(tgt),
             gap=float(src.iloc[0]) - target_mean,
         )
         out.append(row)
-    return pd.DataFrame(out, columns=[*keys, "source_val", "target_mean", "targets", "gap"])
+    return pd.DataFrame(out, columns=[*keys, "held_out", "target_mean", "targets", "gap"])
 
 
 def read_published(name: str) -> pd.DataFrame:
@@ -506,95 +515,96 @@ def markdown(table: pd.DataFrame, columns: Sequence[str], flags: bool = False) -
     return "\n".join(lines) + "\n"
 
 
-OPTIONAL_FILES: dict[str, str] = {
-    "ablation": "tables/ablation.csv",
-    "ablation_md": "tables/ablation.md",
-    "domain_gap": "tables/domain_gap.csv",
-    "paper_comparison": "tables/paper_comparison.csv",
-}
+@dataclass(frozen=True)
+class Results:
+    """The metrics files read into the long table, the per-seed scores and the model order."""
+
+    long: pd.DataFrame
+    per_seed: pd.DataFrame
+    models: list[str]
+    runs: list[RunMetrics]
 
 
-def optional_tables(
-    evaluated: Iterable[tuple[str, str]],
-    experiments: Mapping[str, Experiment],
-    settings: TableSettings,
-) -> dict[str, str]:
-    """The optional outputs (key -> path under the out dir) written for the evaluated
-    (experiment, dataset) pairs; the workflow declares its outputs with the same function."""
-    pairs = list(evaluated)
-    names = [e for e, _ in pairs]
-    out = {}
-    if ablation_experiments(names, settings.main_experiments, experiments):
-        out["ablation"] = OPTIONAL_FILES["ablation"]
-        out["ablation_md"] = OPTIONAL_FILES["ablation_md"]
-    if any(d == SOURCE_VAL for _, d in pairs):
-        out["domain_gap"] = OPTIONAL_FILES["domain_gap"]
-    if settings.compare_paper:
-        out["paper_comparison"] = OPTIONAL_FILES["paper_comparison"]
-    return out
-
-
-@dataclass
-class TablesResult:
-    """Paths written by ``write_tables``."""
-
-    written: list[Path]
-
-
-def write_tables(
-    metrics_paths: Sequence[str | Path],
-    settings: TableSettings,
-    experiments: Mapping[str, Experiment],
-    out_dir: str | Path,
-) -> TablesResult:
-    """Read the metrics files and write every table (and the boundary figure) under ``out_dir``."""
-    from flexseg.figures import boundary_interior_figure
-
+def read_results(
+    metrics_paths: Sequence[str | Path], experiments: Mapping[str, Experiment]
+) -> Results:
     if not metrics_paths:
         raise ValueError("no metrics files given")
-    out = Path(out_dir)
     runs = [read_metrics(p) for p in metrics_paths]
     long = long_table(runs, experiments)
-    per_seed = per_seed_scores(long)
-    models = _model_order(runs)
-    written: list[Path] = []
+    return Results(long, per_seed_scores(long), _model_order(runs), runs)
 
-    def emit_csv(rel: str, frame: pd.DataFrame) -> None:
-        write_csv(out / rel, frame)
-        written.append(out / rel)
 
-    def emit_text(rel: str, text: str) -> None:
-        write_text(out / rel, text)
-        written.append(out / rel)
+def ablation_for(
+    results: Results, settings: TableSettings, experiments: Mapping[str, Experiment]
+) -> pd.DataFrame | None:
+    """Table 2 of the results, or None when they hold no ablation runs."""
+    names = ablation_experiments(
+        list(results.long["experiment"]), settings.main_experiments, experiments
+    )
+    if not names:
+        return None
+    return ablation_table(
+        results.per_seed, results.models, names, settings.main_experiments, experiments
+    )
 
-    emit_csv("tables/long.csv", long)
-    main = main_table(per_seed, models, settings.main_experiments, experiments)
-    emit_csv("table.csv", main)
-    emit_text("table.md", markdown(main, TABLE1_COLUMNS))
 
-    evaluated = zip(long["experiment"], long["dataset"], strict=True)
-    optional = optional_tables(evaluated, experiments, settings)
-    ablation = None
-    if "ablation" in optional:
-        names = ablation_experiments(
-            list(long["experiment"]), settings.main_experiments, experiments
+def write_main(
+    results: Results,
+    settings: TableSettings,
+    experiments: Mapping[str, Experiment],
+    table: str | Path,
+    markdown_path: str | Path,
+    long_path: str | Path,
+    figure: str | Path,
+) -> None:
+    """Table 1 (CSV and Markdown), the long table and the boundary / interior figure."""
+    from flexseg.figures import boundary_interior_figure
+
+    write_csv(long_path, results.long)
+    main = main_table(results.per_seed, results.models, settings.main_experiments, experiments)
+    write_csv(table, main)
+    write_text(markdown_path, markdown(main, TABLE1_COLUMNS))
+    boundary_interior_figure(results.long, settings.main_experiments, figure)
+
+
+def write_ablation(
+    results: Results,
+    settings: TableSettings,
+    experiments: Mapping[str, Experiment],
+    table: str | Path,
+    markdown_path: str | Path,
+) -> None:
+    ablation = ablation_for(results, settings, experiments)
+    if ablation is None:
+        raise DataError(
+            "no ablation runs among the metrics files (combined-data experiments other than "
+            f"tables.main_experiments {settings.main_experiments})"
         )
-        ablation = ablation_table(per_seed, models, names, settings.main_experiments, experiments)
-        emit_csv(optional["ablation"], ablation)
-        emit_text(optional["ablation_md"], markdown(ablation, TABLE2_COLUMNS, flags=True))
-    if "domain_gap" in optional:
-        emit_csv(optional["domain_gap"], domain_gap_table(long))
-    if "paper_comparison" in optional:
-        names = comparison_experiments(list(long["experiment"]), settings.main_experiments)
-        table1 = main_table(per_seed, models, names, experiments)
-        emit_csv(
-            optional["paper_comparison"], paper_comparison(table1, ablation, run_recipes(runs))
-        )
+    write_csv(table, ablation)
+    write_text(markdown_path, markdown(ablation, TABLE2_COLUMNS, flags=True))
 
-    figure = out / "figures" / "boundary_interior.png"
-    boundary_interior_figure(long, settings.main_experiments, figure)
-    written.append(figure)
-    return TablesResult(written=written)
+
+def write_paper_comparison(
+    results: Results,
+    settings: TableSettings,
+    experiments: Mapping[str, Experiment],
+    table: str | Path,
+) -> None:
+    """The measured Table 1 (the main experiments and every other one a published row names as
+    its recipe) and Table 2 next to the published numbers, each row naming both recipes."""
+    names = comparison_experiments(list(results.long["experiment"]), settings.main_experiments)
+    table1 = main_table(results.per_seed, results.models, names, experiments)
+    ablation = ablation_for(results, settings, experiments)
+    write_csv(table, paper_comparison(table1, ablation, run_recipes(results.runs)))
+
+
+def write_domain_gap(results: Results, held_out: str | None, table: str | Path) -> None:
+    if held_out is None:
+        raise ConfigError("held_out is null: there is no held-out source dataset to compare with")
+    if not (results.long["dataset"] == held_out).any():
+        raise DataError(f"no metrics of the held-out dataset {held_out!r} among the metrics files")
+    write_csv(table, domain_gap_table(results.long, held_out))
 
 
 def parse_params(params: Mapping[str, Any]) -> tuple[TableSettings, dict[str, Experiment]]:
@@ -606,21 +616,42 @@ def parse_params(params: Mapping[str, Any]) -> tuple[TableSettings, dict[str, Ex
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m flexseg.tables",
-        description="Build the results tables (Table 1 and 2 layouts), the comparison with the "
-        "paper and the boundary/interior figure from per-run metrics.json files.",
+        description="Build one results table (Table 1 with the long table and the "
+        "boundary/interior figure, Table 2, the domain gap, the comparison with the paper) from "
+        "per-run metrics.json files.",
     )
-    add_params_arguments(parser)
-    parser.add_argument("--metrics", nargs="+", required=True, help="metrics.json files")
-    parser.add_argument("--out-dir", required=True, help="results folder (e.g. results)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    outputs = {
+        "main": ("table", "markdown", "long", "figure"),
+        "ablation": ("table", "markdown"),
+        "domain-gap": ("table",),
+        "paper-comparison": ("table",),
+    }
+    for name, files in outputs.items():
+        sub = commands.add_parser(name)
+        add_params_arguments(sub)
+        sub.add_argument("--metrics", nargs="+", required=True, help="metrics.json files")
+        for key in files:
+            sub.add_argument(f"--{key}", required=True, help=f"the {key} file to write")
     args = parser.parse_args(argv)
     try:
-        settings, experiments = parse_params(params_from_args(args, "tables"))
-        result = write_tables(args.metrics, settings, experiments, args.out_dir)
+        if args.command == "domain-gap":
+            params = build(DomainGapParams, params_from_args(args, "domain_gap"))
+            results = read_results(args.metrics, params.experiments)
+            write_domain_gap(results, params.held_out, args.table)
+        else:
+            settings, experiments = parse_params(params_from_args(args, "tables"))
+            results = read_results(args.metrics, experiments)
+            if args.command == "main":
+                files = (args.table, args.markdown, args.long, args.figure)
+                write_main(results, settings, experiments, *files)
+            elif args.command == "ablation":
+                write_ablation(results, settings, experiments, args.table, args.markdown)
+            else:
+                write_paper_comparison(results, settings, experiments, args.table)
     except (DataError, ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    for path in result.written:
-        print(f"wrote {path}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Train one segmentor: ``python -m flexseg.train --params P --data CSV --out-dir DIR``.
+"""Train one segmentor: ``python -m flexseg.train --params P --data CSV --model-file model.pt
+--loss-log loss_log.csv --resolved-config config.json --checkpoint-dir DIR``.
 
 The recipe is DAFormer's (which FLEX-Seg inherits; training_and_evaluation.md §1): AdamW with the
 decode head at 10x the rate, poly decay with linear warmup (``flexseg.schedule``), and the
@@ -12,7 +13,7 @@ Decisions the paper leaves open:
 
 * A non-finite loss stops the run at once with an error naming the iteration and the term; the
   step is not taken and no checkpoint is written after it.
-* Checkpoints (``DIR/checkpoints/last.pt``, every ``checkpoint_every`` iterations) hold the
+* Checkpoints (``DIR/last.pt``, every ``checkpoint_every`` iterations) hold the
   objects ``Checkpoint`` lists (what is saved is what is restored) and a hash of (params, data
   list, world size). A run resumes from it when the hash matches and starts fresh otherwise
   (saying so). Data order and augmentation are pure functions of (seed, draw number, image), so
@@ -299,10 +300,22 @@ class Checkpoint:
 
 
 @dataclass(frozen=True)
+class RunFiles:
+    """What a run writes: its outputs (the model, the loss log, the resolved config with seed and
+    git revision) and the folder of its resume state (``last.pt``, and TensorBoard events when
+    tensorboard is installed)."""
+
+    model: Path
+    loss_log: Path
+    resolved_config: Path
+    checkpoints: Path
+
+
+@dataclass(frozen=True)
 class TrainResult:
     """What a run did, with the trained objects (for programmatic use and tests)."""
 
-    out_dir: Path
+    files: RunFiles
     iterations_done: int
     completed: bool  # False when stopped early by ``stop_after``
     resumed_from: int  # 0 for a fresh start
@@ -397,20 +410,20 @@ def build_style_basis(
     return basis
 
 
-def _tensorboard(out_dir: Path, proc: Process) -> Any:
+def _tensorboard(folder: Path, proc: Process) -> Any:
     if not proc.is_main:
         return None
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         return None
-    return SummaryWriter(log_dir=str(out_dir / "tensorboard"))
+    return SummaryWriter(log_dir=str(folder / "tensorboard"))
 
 
 def train(
     params: dict[str, Any],
     data_path: str | os.PathLike,
-    out_dir: str | os.PathLike,
+    files: RunFiles,
     options: dict[str, Any] | None = None,
     stop_after: int | None = None,
     online_rcs: str | os.PathLike | None = None,
@@ -422,7 +435,7 @@ def train(
     params = read_stage(params, "train")
     spec, run = build(RunSpec, params), build(Execution, read_execution("train", options or {}))
     exp, recipe = spec.experiment, spec.training
-    data_path, out_dir = Path(data_path), Path(out_dir)
+    data_path = Path(data_path)
     online_path = None if online_rcs is None else Path(online_rcs)
     check_recipe(recipe, online_path)
     proc = start_process(run.device, run.threads, recipe.amp)
@@ -478,7 +491,7 @@ def train(
     log = LossLog()
 
     checkpoint = Checkpoint(
-        out_dir / "checkpoints" / "last.pt",
+        files.checkpoints / "last.pt",
         params_hash(params, data_path, proc.world, online_path),
         shared={
             "model": model,
@@ -492,8 +505,9 @@ def train(
     )
     if proc.is_main:
         # a job killed inside a write (a checkpoint, the loss log) left a temporary behind
-        for folder in (out_dir, checkpoint.path.parent):
-            remove_stale_temporaries(folder)
+        # (the outputs' own temporaries only: their folder may be shared)
+        for place in (files.model, files.loss_log, files.resolved_config, files.checkpoints):
+            remove_stale_temporaries(place)
     start, elapsed_before = checkpoint.restore(proc)
     revision = git_revision()
     if proc.is_main:
@@ -501,8 +515,8 @@ def train(
         record.update(data=str(data_path), world_size=proc.world, params_hash=checkpoint.run_hash)
         if online_path is not None:
             record["online_rcs"] = str(online_path)
-        write_json(out_dir / "config.json", record)
-    writer = _tensorboard(out_dir, proc)
+        write_json(files.resolved_config, record)
+    writer = _tensorboard(files.checkpoints, proc)
     from tqdm import tqdm
 
     progress = tqdm(
@@ -557,7 +571,7 @@ def train(
             threshold = sampler.threshold(it) if sampler else float("nan")
             row = log.flush(done, recipe.lr * schedule.factor(it), threshold, seconds)
             if proc.is_main:
-                write_text(out_dir / "loss_log.csv", log.csv_text())
+                write_text(files.loss_log, log.csv_text())
                 progress.set_postfix(loss=f"{row['total']:.4f}", refresh=False)
                 if writer is not None:
                     for name in ("lr", *VALUES):
@@ -578,9 +592,9 @@ def train(
         for buffer in model.buffers():
             dist.broadcast(buffer, src=0)
     if completed and proc.is_main:
-        write_text(out_dir / "loss_log.csv", log.csv_text())
+        write_text(files.loss_log, log.csv_text())
         save_model(
-            out_dir / "model.pt",
+            files.model,
             model,
             spec.model,
             experiment=exp.name,
@@ -591,13 +605,13 @@ def train(
         )
         proc.say(
             f"trained {recipe.iterations} iterations ({done - start} in this run); "
-            f"wrote {out_dir / 'model.pt'}"
+            f"wrote {files.model}"
         )
     elif not completed:
         proc.say(f"stopped after iteration {done} (--stop-after); no model.pt written")
     if proc.active:
         dist.barrier()
-    return TrainResult(out_dir, done, completed, start, model, bank, sampler, shade)
+    return TrainResult(files, done, completed, start, model, bank, sampler, shade)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -608,12 +622,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m flexseg.train",
         description="Train one segmentor (one experiment x model x seed) on a data list; writes "
-        "DIR/model.pt, DIR/config.json, DIR/loss_log.csv and resumable DIR/checkpoints/last.pt. "
-        "With nproc > 1 the command re-launches itself as nproc DDP processes, as torchrun does.",
+        "the model, the loss log, the resolved config and resumable checkpoints. With nproc > 1 "
+        "the command re-launches itself as nproc DDP processes, as torchrun does.",
     )
     add_params_arguments(parser)
     parser.add_argument("--data", required=True, help="the data list CSV to train on")
-    parser.add_argument("--out-dir", required=True, help="the run folder to write")
+    for option, what in (
+        ("--model-file", "the trained model (model.pt) to write"),
+        ("--loss-log", "the loss log (CSV) to write"),
+        ("--resolved-config", "the run's params, seed and git revision (JSON) to write"),
+        ("--checkpoint-dir", "the folder of the resume state (last.pt), kept across kills"),
+    ):
+        parser.add_argument(option, required=True, type=Path, help=what)
     parser.add_argument(
         "--online-rcs",
         help="the online RCS table (python -m flexseg.data.rcs online), for a run with "
@@ -648,10 +668,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return relaunch(params["nproc"], argv)
         if world > 1 and params["nproc"] not in (1, world):
             raise ConfigError(f"nproc is {params['nproc']} but torchrun started {world} processes")
+        files = RunFiles(args.model_file, args.loss_log, args.resolved_config, args.checkpoint_dir)
         train(
             params,
             args.data,
-            args.out_dir,
+            files,
             options,
             stop_after=args.stop_after,
             online_rcs=args.online_rcs,

@@ -3,8 +3,9 @@
 The classes are the stock ones Stable Diffusion 1.5 and DGInStyle use (``AutoencoderKL``,
 ``CLIPTextModel``, ``UNet2DConditionModel``, ``ControlNetModel``, a DDIM scheduler config), so the
 generator loads a built folder exactly as it loads the real weights. One builder serves the demo
-generator (``demo_sizes``: its settings) and the random components of the tests and benchmarks
-(``generation.components.random_components``: a tiny and the Stable Diffusion 1.5 size).
+generator (``generation.demo.settings.demo_sizes``: its settings) and the random components of the
+tests and benchmarks (``generation.components.random_components``: a tiny and the Stable
+Diffusion 1.5 size).
 Decisions the references leave open for a model this small:
 
 - The demo VAE has no self-attention in its middle block: it is then fully convolutional, so the
@@ -45,7 +46,6 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from flexseg.config import ConfigError
 from flexseg.labels import NUM_CLASSES
-from generation.demo.settings import Architecture
 from generation.tokenizer import MAX_LENGTH
 
 # DGInStyle's ControlNet condition: the one-hot label, 19 classes and void.
@@ -93,47 +93,6 @@ class Sizes:
     vae_norm_groups: int
     vae_mid_attention: bool
     condition_embedding: tuple[int, ...]
-
-
-def _check_groups(channels: tuple[int, ...], what: str) -> None:
-    bad = [c for c in channels if c % NORM_GROUPS]
-    if bad:
-        raise ConfigError(
-            f"generation.demo_generator.architecture.{what}: every width must be a multiple of "
-            f"{NORM_GROUPS} (the group-norm group count), got {list(channels)}"
-        )
-
-
-def demo_sizes(arch: Architecture) -> Sizes:
-    """The sizes of the demo generator's ``architecture`` settings."""
-    _check_groups(arch.vae_channels, "vae_channels")
-    _check_groups(arch.unet_channels, "unet_channels")
-    if len(arch.unet_channels) < 2:
-        raise ConfigError(
-            "generation.demo_generator.architecture.unet_channels needs at least 2 levels, "
-            f"got {list(arch.unet_channels)}"
-        )
-    if arch.text_width % TEXT_HEAD_WIDTH:
-        raise ConfigError(
-            "generation.demo_generator.architecture.text_width must be a multiple of "
-            f"{TEXT_HEAD_WIDTH}, got {arch.text_width}"
-        )
-    return Sizes(
-        unet_channels=arch.unet_channels,
-        unet_layers_per_block=1,
-        unet_heads=UNET_HEADS,
-        unet_norm_groups=NORM_GROUPS,
-        text_width=arch.text_width,
-        text_layers=arch.text_layers,
-        text_heads=arch.text_width // TEXT_HEAD_WIDTH,
-        text_intermediate=4 * arch.text_width,
-        text_vocab=0,
-        vae_channels=arch.vae_channels,
-        vae_layers_per_block=arch.vae_layers_per_block,
-        vae_norm_groups=VAE_NORM_GROUPS,
-        vae_mid_attention=False,
-        condition_embedding=arch.condition_embedding,
-    )
 
 
 def build_vae(sizes: Sizes, sample_size: int) -> AutoencoderKL:

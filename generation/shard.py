@@ -4,9 +4,9 @@ For each job of the shard (``results/generation/jobs.csv``): read the source lab
 (``flexseg.data.readers``), crop the job's box, build the DGInStyle condition
 (``flexseg.labels.to_onehot20``), sample an image (``generation.sampler.generate``) and write
 
-    <out-dir>/labels/<id>_labelTrainIds.png   the crop label, void = 255 (never 19)
-    <out-dir>/images/<id>.png                 the generated RGB image at the crop size
-    <out-dir>/manifest.csv                    one row per job, written last (the Snakemake output)
+    <work-dir>/labels/<id>_labelTrainIds.png   the crop label, void = 255 (never 19)
+    <work-dir>/images/<id>.png                 the generated RGB image at the crop size
+    --manifest                                 one row per job, written last (the Snakemake output)
 
 with ``<id> = <job_id:06d>_<source name>_<condition>`` (unique: the job id is).
 
@@ -21,7 +21,7 @@ Decisions:
   last, each to a temporary name renamed into place (``flexseg.io``), so an image on disk implies
   a whole label. Complete jobs are skipped, everything else is (re)generated, and temporary files
   left by a killed run are removed first.
-- ``settings.json`` in the shard folder holds a hash of everything an image depends on: the stage
+- ``settings.json`` in the work folder holds a hash of everything an image depends on: the stage
   params, the model folders (file names, sizes and modification times) or hub ids, and the
   shard's job rows. When it differs from the current one the shard's images and labels are wiped
   before generating, so changed settings never silently reuse old images.
@@ -190,33 +190,33 @@ def _read_settings_hash(path: Path) -> str | None:
         return None
 
 
-def prepare_out_dir(out_dir: Path, settings: dict[str, Any]) -> bool:
-    """Create the shard folders, wipe them when the settings hash changed, drop temporaries.
-    Returns whether a wipe happened."""
-    images, labels = out_dir / "images", out_dir / "labels"
-    settings_path = out_dir / SETTINGS_FILE
+def prepare_work_dir(work_dir: Path, manifest: Path, settings: dict[str, Any]) -> bool:
+    """Create the shard's folders, wipe them (and the manifest) when the settings hash changed,
+    drop temporaries. Returns whether a wipe happened."""
+    images, labels = work_dir / "images", work_dir / "labels"
+    settings_path = work_dir / SETTINGS_FILE
     wiped = False
     if settings_path.exists() and _read_settings_hash(settings_path) != settings["hash"]:
         for folder in (images, labels):
             remove_unlisted(folder, ())
-        (out_dir / "manifest.csv").unlink(missing_ok=True)
+        manifest.unlink(missing_ok=True)
         wiped = True
     images.mkdir(parents=True, exist_ok=True)
     labels.mkdir(parents=True, exist_ok=True)
-    for folder in (out_dir, images, labels):
-        remove_stale_temporaries(folder)
+    for place in (work_dir, images, labels, manifest):
+        remove_stale_temporaries(place)
     write_json(settings_path, settings)
     return wiped
 
 
 def manifest_row(
-    job: Job, out_dir: Path, model_ids: dict[str, str], sampler: dict[str, Any]
+    job: Job, work_dir: Path, model_ids: dict[str, str], sampler: dict[str, Any]
 ) -> dict[str, Any]:
     sid = sample_id(job)
     return {
         "name": sid,
-        "image": str(out_dir / "images" / f"{sid}.png"),
-        "label": str(out_dir / "labels" / f"{sid}_labelTrainIds.png"),
+        "image": str(work_dir / "images" / f"{sid}.png"),
+        "label": str(work_dir / "labels" / f"{sid}_labelTrainIds.png"),
         "condition": job.condition,
         "prompt": job.prompt,
         "rcs_class": job.rcs_class,
@@ -253,22 +253,23 @@ def run_shard(
     jobs_path: str | Path,
     shard: int,
     num_shards: int,
-    out_dir: str | Path,
+    manifest: str | Path,
+    work_dir: str | Path,
     prior: str | Path | None = None,
     controlnet: str | Path | None = None,
     max_new: int | None = None,
     options: dict[str, Any] | None = None,
 ) -> ShardReport:
-    """Generate the missing images of one shard and write its manifest. ``params``: the
-    ``generate`` slice; ``options``: ``tile_batch`` and ``device`` (the schema's defaults for
-    those not given; neither changes the images).
+    """Generate the missing images of one shard into ``work_dir`` and write its ``manifest``.
+    ``params``: the ``generate`` slice; ``options``: ``tile_batch`` and ``device`` (the schema's
+    defaults for those not given; neither changes the images).
 
     ``max_new`` stops after that many new images, without a manifest (an interrupted run).
     """
     from .components import load_components
     from .sampler import SamplerSettings, generate
 
-    out_dir = Path(out_dir)
+    manifest, work_dir = Path(manifest), Path(work_dir)
     prior = Path(prior) if prior is not None else None
     controlnet = Path(controlnet) if controlnet is not None else None
     if params["models"]["kind"] == "demo" and (prior is None or controlnet is None):
@@ -278,9 +279,9 @@ def run_shard(
     settings = build(SamplerSettings, {**params["sampler"], "tile_batch": run["tile_batch"]})
     jobs = shard_jobs(ordered_jobs(jobs_path), shard, num_shards)
     record = settings_record(params, jobs, prior, controlnet)
-    wiped = prepare_out_dir(out_dir, record)
+    wiped = prepare_work_dir(work_dir, manifest, record)
     model_ids = _model_ids(params, prior, controlnet)
-    rows = [manifest_row(job, out_dir, model_ids, params["sampler"]) for job in jobs]
+    rows = [manifest_row(job, work_dir, model_ids, params["sampler"]) for job in jobs]
     todo = [
         (job, row)
         for job, row in zip(jobs, rows, strict=True)
@@ -310,7 +311,6 @@ def run_shard(
         generated += 1
         progress.update(1)
     progress.close()
-    manifest = out_dir / "manifest.csv"
     write_csv(manifest, pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)))
     return ShardReport(generated=generated, skipped=skipped, wiped=wiped, manifest=manifest)
 
@@ -326,8 +326,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-shards", required=True, type=int, help="the number of shards")
     parser.add_argument("--prior", help="demo: the prior folder (unet/ vae/ text_encoder/ ...)")
     parser.add_argument("--controlnet", help="demo: the ControlNet folder")
+    parser.add_argument("--manifest", required=True, help="the shard's manifest (CSV) to write")
     parser.add_argument(
-        "--out-dir", required=True, help="the shard folder (images/, labels/, manifest.csv)"
+        "--work-dir",
+        required=True,
+        help="the folder of the shard's images/ and labels/, kept across kills (resume)",
     )
     parser.add_argument(
         "--threads", type=int, help="CPU threads for torch (default: torch's own choice)"
@@ -345,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
             args.jobs,
             args.shard,
             args.num_shards,
-            args.out_dir,
+            args.manifest,
+            args.work_dir,
             prior=args.prior,
             controlnet=args.controlnet,
             options=execution_from_args(args, "generate"),

@@ -19,7 +19,14 @@ import torch.multiprocessing as mp
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
 
-from train_fixtures import make_tree, options, train_params, write_lists  # noqa: E402
+from train_fixtures import (  # noqa: E402
+    make_tree,
+    options,
+    run_file_args,
+    run_files,
+    train_params,
+    write_lists,
+)
 
 from flexseg.data.training_set import EpochOrder, draw_number  # noqa: E402
 
@@ -91,7 +98,7 @@ def _worker(
         flexseg.train.build_model = lambda cfg, gap_features=True: build(cfg)
     shade_on = params["training"].get("shade", {}).get("enabled", False)
     passes = _record_basis_passes() if shade_on else None
-    result = train(params, data, Path(out) / "run", options(checkpoint_every=3))
+    result = train(params, data, run_files(Path(out) / "run"), options(checkpoint_every=3))
     state = {"model": result.model.state_dict()}
     if result.bank is not None:
         state["bank"] = result.bank.state_dict()
@@ -182,8 +189,7 @@ def test_nproc_relaunches_under_torchrun(lists, tmp_path) -> None:
             json.dumps(params),
             "--data",
             str(lists["combined"]),
-            "--out-dir",
-            str(tmp_path),
+            *run_file_args(tmp_path),
             *("--checkpoint-every", "2", "--threads", "1", "--workers", "0", "--device", "cpu"),
         ],
         cwd=REPO,

@@ -26,7 +26,6 @@ from generation.architecture import (
     build_text_encoder,
     build_unet,
     build_vae,
-    demo_sizes,
     training_scheduler,
 )
 from generation.demo import __main__ as demo_model
@@ -38,7 +37,7 @@ from generation.demo.data import (
     sample_pixel_crops,
     to_tensor,
 )
-from generation.demo.settings import settings_from_params
+from generation.demo.settings import demo_sizes, settings_from_params
 from generation.demo.train import (
     DenoiserSetup,
     TextEmbedder,

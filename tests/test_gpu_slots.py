@@ -371,15 +371,10 @@ def test_snakemake_without_gpus_runs_the_plain_commands(tmp_path, stand_in):
     assert all(r["ids"] is None and r["saw"] == 6 for r in records), records
 
 
-# The GPU stages of the paper's pipeline (every rule asking for `resources: gpu` is checked).
-GPU_STAGES = {
-    "demo_generator_prior",
-    "demo_generator_source",
-    "demo_generator_controlnet",
-    "generate_shard",
-    "train",
-    "evaluate",
-}
+# The GPU stages of the paper's pipeline (every rule asking for `resources: gpu` is checked);
+# the demo generator has no device code: it runs on the CPU and holds no GPU.
+GPU_STAGES = {"generate_shard", "train", "evaluate", "quality_score"}
+CPU_STAGES = {"demo_generator_prior", "demo_generator_source", "demo_generator_controlnet"}
 
 
 def shell_commands(output: str) -> list[tuple[str, int, str]]:
@@ -406,6 +401,8 @@ def test_the_demo_dag_wraps_exactly_the_gpu_jobs(tmp_path):
     proc = snakemake("-n", "-p", "--cores", "8", "all", "--configfile", str(overlay), cwd=tmp_path)
     commands = shell_commands(proc.stdout)
     assert {rule for rule, gpus, _ in commands if gpus} >= GPU_STAGES
+    assert not {rule for rule, gpus, _ in commands if gpus} & CPU_STAGES
+    assert CPU_STAGES <= {rule for rule, _, _ in commands}
     jobs = {rule: n for rule, n in job_counts(proc.stdout).items() if rule != "all"}
     assert len(commands) == sum(jobs.values())  # every job's command was seen
     for rule, gpus, command in commands:
@@ -465,5 +462,5 @@ def test_the_slurm_profile_hands_out_no_gpus_of_the_submitting_machine(tmp_path)
     env = env_for_jobs(CUDA_VISIBLE_DEVICES="0,1")  # a login node with GPUs
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert job_counts(proc.stdout)["train"] == 36
+    assert job_counts(proc.stdout)["train"] == 36 + 12  # as test_workflow plans it
     assert "gpu_slots" not in proc.stdout + proc.stderr

@@ -313,14 +313,17 @@ def test_evaluate_command_end_to_end(tmp_path, capsys):
     }
     params = json.dumps({"evaluation": evaluation, "scale": [32, 20], "dataset": dataset})
     out = tmp_path / "out"
-    args = ["--params", params, "--checkpoint", str(ckpt), "--out-dir", str(out)]
+    files = ["--metrics", str(out / "m.json"), "--panels", str(out / "p.png")]
+    files += ["--tiles", str(out / "p.npz")]
+    args = ["--params", params, "--checkpoint", str(ckpt), *files]
     assert main([*args, "--device", "cpu"]) == 0
-    record = json.loads((out / "metrics.json").read_text())
+    record = json.loads((out / "m.json").read_text())
     assert (record["experiment"], record["model"], record["seed"]) == ("flexseg", "tiny", 2)
     assert record["dataset"] == "acdc" and record["num_images"] == 4
     assert set(record["per_condition"]) == {"fog", "snow"}
     assert list(record["per_class"]) == list(CLASS_NAMES)
-    assert (out / "panels.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "p.png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in out.iterdir()) == ["m.json", "p.npz", "p.png"]
     # The same numbers from the pieces: load, predict, accumulate.
     loaded, _ = load_model(ckpt)
     s = EvalSettings.from_params(evaluation, [32, 20], 1.0)
@@ -339,11 +342,11 @@ def test_evaluate_command_end_to_end(tmp_path, capsys):
     dataset["root"] = str(tmp_path / "missing")
     params = json.dumps({"evaluation": evaluation, "scale": [32, 20], "dataset": dataset})
     capsys.readouterr()
-    assert main(["--params", params, "--checkpoint", str(ckpt), "--out-dir", str(out)]) == 1
+    assert main(["--params", params, "--checkpoint", str(ckpt), *files]) == 1
     assert str(tmp_path / "missing") in capsys.readouterr().err
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"not a checkpoint")
-    assert main(["--params", params, "--checkpoint", str(bad), "--out-dir", str(out)]) == 1
+    assert main(["--params", params, "--checkpoint", str(bad), *files]) == 1
     assert "broken.pt" in capsys.readouterr().err
 
 

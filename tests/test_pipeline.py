@@ -145,6 +145,10 @@ def test_all_produces_the_results_table(finished_run):
     metrics = finished_run / "results/evaluate/source_only/tiny/seed0/source_val/metrics.json"
     source = json.loads(metrics.read_text())
     assert float(overall["source_miou"]) == pytest.approx(source["miou"], abs=0.01)
+    # The domain gap (held_out: the demo's source_val) sets each run's score on it beside its targets.
+    gap = {r["experiment"]: r for r in read_table(finished_run / "results/tables/domain_gap.csv")}
+    assert set(gap) == {"source_only", "flexseg"}
+    assert float(gap["source_only"]["held_out"]) == pytest.approx(source["miou"], abs=0.01)
     assert {row["name"] for row in quality if row["scope"] == "condition"} <= {
         "standard", "fog", "rain", "snow", "night"
     }  # fmt: skip
@@ -160,7 +164,7 @@ def test_forcerun_evaluate_reruns_only_evaluation(finished_run):
     counts = job_counts(proc.stdout)
     assert counts.pop("evaluate") == 2 * 3
     assert counts.pop("compare_panels") == 3
-    assert counts.pop("tables") == 1
+    assert counts.pop("tables") == 1 and counts.pop("domain_gap") == 1
     assert counts.pop("quality_report") == 1  # joins the re-evaluated source reference
     counts.pop("all", None)
     assert counts == {}, counts
@@ -226,15 +230,18 @@ QUALITY = {"quality_score": 1, "quality_report": 1}  # a new checkpoint or gener
         # the generated set is fed whole, not through the sliding window: not scored again, only
         # the report that joins the re-evaluated source reference reruns
         ({"evaluation": {"stride": 8}},
-         {"evaluate": 2 * 3, "compare_panels": 3, "tables": 1, "quality_report": 1}),
+         {"evaluate": 2 * 3, "compare_panels": 3, "tables": 1, "domain_gap": 1,
+          "quality_report": 1}),
         ({"training": {"lr": 1.0e-4}},
-         {"train": 2, "evaluate": 2 * 3, "compare_panels": 3, "tables": 1, **QUALITY}),
+         {"train": 2, "evaluate": 2 * 3, "compare_panels": 3, "tables": 1, "domain_gap": 1,
+          **QUALITY}),
         # a display name: the tables and the figures that print it, no training, no evaluation
-        ({"experiments": {"flexseg": {"label": "FLEX"}}}, {"tables": 1, "compare_panels": 3}),
+        ({"experiments": {"flexseg": {"label": "FLEX"}}},
+         {"tables": 1, "domain_gap": 1, "compare_panels": 3}),
         # the generated images: their shards, their score and everything that trains on them
         ({"generation": {"sampler": {"steps": 2}}},
          {"generate_shard": 2, "merge_generated": 1, "dataset_combined": 1, "train": 1,
-          "evaluate": 3, "compare_panels": 3, "tables": 1, **QUALITY}),
+          "evaluate": 3, "compare_panels": 3, "tables": 1, "domain_gap": 1, **QUALITY}),
     ],
 )  # fmt: skip
 def test_a_setting_reruns_its_stage_and_what_follows(finished_run, change, planned):
@@ -274,7 +281,7 @@ def test_interrupted_jobs_resume_and_the_table_matches(finished_run, tmp_path, m
     each with a half-written temporary beside it (built directly, no signals): the plain
     command resumes both and ends with the table of the uninterrupted run."""
     from flexseg.config import execution_values, load_config, stage_params
-    from flexseg.train import train
+    from flexseg.train import RunFiles, train
     from generation.shard import run_shard
 
     shard_dir = Path("results/generation/shards/000")
@@ -295,6 +302,7 @@ def test_interrupted_jobs_resume_and_the_table_matches(finished_run, tmp_path, m
         "results/generation/jobs.csv",
         0,
         config["generation"]["jobs"]["shards"],
+        shard_dir / "manifest.csv",  # the rule's paths (generation.smk)
         shard_dir,
         prior=model / "prior",
         controlnet=model / "controlnet",
@@ -314,7 +322,10 @@ def test_interrupted_jobs_resume_and_the_table_matches(finished_run, tmp_path, m
     assert " 1 already complete" in shard_log, shard_log
     params = stage_params(config, "train", experiment="flexseg", model="tiny", seed=0)
     options = execution_values(config, "train")  # what the rule passes
-    result = train(params, "results/dataset/combined.csv", run, options, stop_after=4)
+    files = RunFiles(  # the rule's paths (train.smk)
+        run / "model.pt", run / "loss_log.csv", run / "config.json", run / "checkpoints"
+    )
+    result = train(params, "results/dataset/combined.csv", files, options, stop_after=4)
     assert result.iterations_done == 4 and not result.completed
     assert (run / "checkpoints" / "last.pt").is_file() and not (run / "model.pt").exists()
     stale += [

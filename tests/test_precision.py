@@ -36,3 +36,31 @@ def test_each_gpu_stage_gets_its_tf32_key() -> None:
     assert default["training"]["tf32"] is False
     assert default["generation"]["sampler"]["tf32"] is False
     assert default["evaluation"]["tf32"] is False
+
+
+def test_quality_scoring_sets_the_evaluations_tf32(tmp_path) -> None:
+    """``flexseg.quality score`` predicts with ``evaluation.tf32`` (its slice's ``tf32``), as the
+    evaluation does: both flags follow it after a scoring run on a tiny set."""
+    import numpy as np
+    from test_quality import write_generated_set
+    from train_fixtures import TINY_MODEL, train_params
+
+    from flexseg.checkpoint import save_model
+    from flexseg.models import build_model
+    from flexseg.quality import score
+
+    ckpt = tmp_path / "model.pt"
+    model = build_model(TINY_MODEL)
+    save_model(ckpt, model, TINY_MODEL, "source_only", 0, train_params("source_only"), "test", 2)
+    manifest = write_generated_set(tmp_path / "gen", np.random.default_rng(0), n=2, side=16)
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    try:
+        for enabled in (True, False):
+            params = {"panels": 0, "boundary_kernel": 5, "tf32": enabled}
+            files = (tmp_path / f"{enabled}.json", tmp_path / f"{enabled}.npz")
+            record = score(params, manifest, ckpt, *files, device="cpu")
+            flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+            assert flags == (enabled, enabled) and record["settings"]["tf32"] is enabled
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+    assert stage_params(load_config(), "quality")["tf32"] is False

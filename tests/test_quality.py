@@ -207,7 +207,7 @@ def test_a_perfect_segmenter_scores_100_through_the_feeding():
     rng = np.random.default_rng(4)
     samples = palette_samples(rng, 5)
     oracle = PaletteOracle()
-    settings = QualitySettings(panels=2, boundary_kernel=5)
+    settings = QualitySettings(panels=2, boundary_kernel=5, tf32=False)
     result = score_samples(oracle, iter(samples), 5, settings, None, torch.device("cpu"))
     table = quality_table(result.groups)
     assert (table[table["scope"] != "class"]["miou"] == 100.0).all()
@@ -222,7 +222,7 @@ def test_generated_images_are_fed_whole_at_the_training_size():
     assert feed_settings(512, 512, [1024, 1024]).scale == (1024, 1024)
     rng = np.random.default_rng(5)
     oracle = PaletteOracle()
-    settings = QualitySettings(panels=0, boundary_kernel=5)
+    settings = QualitySettings(panels=0, boundary_kernel=5, tf32=False)
     result = score_samples(oracle, iter(palette_samples(rng, 2)), 2, settings, [64, 64], "cpu")
     assert oracle.sizes == [(64, 64)] * 2  # the keep-ratio resize into generated_resize
     assert result.groups[ALL].confusion.sum() == 2 * 32 * 32  # scored at the label size
@@ -246,13 +246,15 @@ def test_only_a_source_only_checkpoint_scores():
 def test_the_slice_holds_only_what_the_stage_uses():
     config = load_config()
     base = stage_params(config, "quality")
-    assert base == {"panels": 4, "boundary_kernel": 5}
+    assert base == {"panels": 4, "boundary_kernel": 5, "tf32": False}
     changes = (("stride", 8), ("window", 64), ("mode", "whole"), ("panels", 9), ("device", "cpu"))
     for key, value in changes:
         changed = load_config(overrides={"evaluation": {key: value}})
         assert stage_params(changed, "quality") == base, key
     kernel = load_config(overrides={"evaluation": {"boundary_kernel": 3}})
     assert stage_params(kernel, "quality")["boundary_kernel"] == 3
+    tf32 = load_config(overrides={"evaluation": {"tf32": True}})
+    assert stage_params(tf32, "quality")["tf32"] is True  # it predicts as the evaluation does
     assert quality_run(config) == ("source_only", "tiny", 0)
     other = load_config(overrides={"quality": {"seed": 2}, "run": {"seeds": [1, 2]}})
     assert quality_run(other) == ("source_only", "tiny", 2)
@@ -265,13 +267,24 @@ def test_the_slice_holds_only_what_the_stage_uses():
         ({"experiment": "flexseg"}, "quality.experiment"),
         ({"experiment": "nonesuch"}, "quality.experiment"),
         ({"model": "nonesuch"}, "quality.model"),
-        ({"reference": "nonesuch"}, "quality.reference"),
         ({"panel": 3}, "panel"),
     ],
 )
 def test_bad_quality_config_names_the_key(override, key):
     with pytest.raises(ConfigError, match=key):
         load_config(overrides={"quality": override})
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"held_out": "nonesuch"}, "held_out 'nonesuch' is not in evaluation.datasets"),
+        ({"held_out": "cityscapes", "evaluation": {"datasets": ["acdc"]}}, "held_out 'cityscapes'"),
+    ],
+)
+def test_a_held_out_set_outside_the_evaluation_is_an_error(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=override)
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,10 +319,11 @@ def test_score_and_report_commands_end_to_end(tmp_path):
     params = train_params("source_only")
     save_model(ckpt, build_model(TINY_MODEL), TINY_MODEL, "source_only", 0, params, "test", 2)
     manifest = write_generated_set(tmp_path / "gen", np.random.default_rng(6))
-    slice_ = json.dumps({"panels": 2, "boundary_kernel": 5})
+    slice_ = json.dumps({"panels": 2, "boundary_kernel": 5, "tf32": False})
     out = tmp_path / "quality"
     args = ["--params", slice_, "--manifest", str(manifest), "--checkpoint", str(ckpt)]
-    assert main(["score", *args, "--out-dir", str(out), "--threads", "1", "--device", "cpu"]) == 0
+    files = ["--scores", str(out / "scores.json"), "--panels", str(out / "panels.npz")]
+    assert main(["score", *args, *files, "--threads", "1", "--device", "cpu"]) == 0
     record = json.loads((out / "scores.json").read_text())
     assert (record["experiment"], record["model"], record["seed"]) == (
         "source_only",

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
 
-from train_fixtures import make_tree, options, train_params, write_lists  # noqa: E402
+from train_fixtures import make_tree, options, run_files, train_params, write_lists  # noqa: E402
 
 from flexseg import train as T  # noqa: E402
 from flexseg.config import build, load_config  # noqa: E402
@@ -447,11 +447,11 @@ def test_resume_with_shade_is_bitwise_identical(lists, tmp_path, capsys) -> None
         seed=1, iterations=10, has={"refresh_every": 3, "midpoint": 4, "k": 1.0}, shade=shade
     )
     run = options(checkpoint_every=4)
-    whole = T.train(params, lists["combined"], tmp_path / "whole", run)
+    whole = T.train(params, lists["combined"], run_files(tmp_path / "whole"), run)
     assert passes_printed(capsys.readouterr().err) == [0, 3, 6, 9]
-    T.train(params, lists["combined"], tmp_path / "resumed", run, stop_after=6)
+    T.train(params, lists["combined"], run_files(tmp_path / "resumed"), run, stop_after=6)
     assert passes_printed(capsys.readouterr().err) == [0, 3]
-    resumed = T.train(params, lists["combined"], tmp_path / "resumed", run)
+    resumed = T.train(params, lists["combined"], run_files(tmp_path / "resumed"), run)
     assert resumed.resumed_from == 4  # between the passes at 3 and 6: the basis is restored
     assert passes_printed(capsys.readouterr().err) == [6, 9]  # no pass at the resume point
     a = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)["state_dict"]

@@ -100,6 +100,7 @@ def run(source, tiny_model_dirs, out_dir, shard=0, num_shards=1, steps=2, max_ne
         source["jobs_path"],
         shard,
         num_shards,
+        Path(out_dir) / "manifest.csv",
         out_dir,
         prior=tiny_model_dirs.prior,
         controlnet=tiny_model_dirs.controlnet,
@@ -251,16 +252,21 @@ def test_shard_command_line(source, tiny_model_dirs, tmp_path, capsys):
             str(tiny_model_dirs.prior),
             "--controlnet",
             str(tiny_model_dirs.controlnet),
-            "--out-dir",
+            "--manifest",
+            str(tmp_path / "shard_000.csv"),
+            "--work-dir",
             str(out),
         ]
     )
     assert code == 0 and "1 generated" in capsys.readouterr().out
-    assert len(pd.read_csv(out / "manifest.csv")) == 1
+    (row,) = pd.read_csv(tmp_path / "shard_000.csv").itertuples()  # the manifest given
+    assert row.image == str(out / "images" / f"{row.name}.png") and Path(row.image).is_file()
+    assert not (out / "manifest.csv").exists()
     # Demo models without their folders: a clear error, no traceback.
     code = main(
         ["--params", json.dumps(make_params()), "--jobs", str(source["jobs_path"])]
-        + ["--shard", "0", "--num-shards", "1", "--out-dir", str(tmp_path / "x")]
+        + ["--shard", "0", "--num-shards", "1", "--manifest", str(tmp_path / "x.csv")]
+        + ["--work-dir", str(tmp_path / "x")]
     )
     assert code == 1 and "--prior DIR --controlnet DIR" in capsys.readouterr().err
     help_run = subprocess.run(

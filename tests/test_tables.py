@@ -10,15 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from flexseg.config import RECIPE_KEYS
 from flexseg.io import DataError
 from flexseg.labels import CLASS_NAMES
 from flexseg.tables import (
-    TableSettings,
+    ablation_experiments,
     main,
     parse_experiments,
     read_metrics,
     read_published,
-    write_tables,
+    read_results,
+    run_recipes,
 )
 
 EXPERIMENTS = {
@@ -58,6 +60,8 @@ EXPERIMENTS = {
         "boundary_weight": True,
     },
 }
+# the tables' slices hold the experiments' flags, not their recipe overrides
+FLAGS = {n: {k: v for k, v in e.items() if k not in RECIPE_KEYS} for n, e in EXPERIMENTS.items()}
 MAIN = ["source_only", "dginstyle", "flexseg"]
 TARGETS = {
     "acdc": "ACDC",
@@ -120,14 +124,30 @@ def reference_row(scores, e, m, seeds, members):
     return sum(per_seed) / len(per_seed), std
 
 
-def run_tables(tmp_path, paths, main_experiments=MAIN, compare=False):
+def tables_command(command, params, paths, **files):
+    """``python -m flexseg.tables <command>`` writing ``files`` (option -> path)."""
+    options = [f"--{k}={v}" for k, v in files.items()]
+    return main([command, "--params", json.dumps(params), "--metrics", *map(str, paths), *options])
+
+
+def run_tables(tmp_path, paths, main_experiments=MAIN, compare=False, held_out=None):
+    """The table commands the workflow runs for such a config, writing its file names."""
     out = tmp_path / "results"
-    write_tables(
-        paths,
-        TableSettings(main_experiments=list(main_experiments), compare_paper=compare),
-        parse_experiments(EXPERIMENTS),
-        out,
-    )
+    params = {"tables": {"main_experiments": list(main_experiments)}, "experiments": FLAGS}
+    assert tables_command(
+        "main", params, paths, table=out / "table.csv", markdown=out / "table.md",
+        long=out / "tables/long.csv", figure=out / "figures/boundary_interior.png",
+    ) == 0  # fmt: skip
+    names = [read_metrics(p).experiment for p in paths]
+    if ablation_experiments(names, main_experiments, parse_experiments(EXPERIMENTS)):
+        files = {"table": out / "tables/ablation.csv", "markdown": out / "tables/ablation.md"}
+        assert tables_command("ablation", params, paths, **files) == 0
+    if held_out is not None:
+        gap = {"held_out": held_out, "experiments": FLAGS}
+        assert tables_command("domain-gap", gap, paths, table=out / "tables/domain_gap.csv") == 0
+    if compare:
+        table = out / "tables/paper_comparison.csv"
+        assert tables_command("paper-comparison", params, paths, table=table) == 0
     return out
 
 
@@ -136,7 +156,7 @@ def test_table1_layout_means_and_stds(tmp_path):
     models = ["mitb5", "r101"]
     datasets = [*TARGETS, "source_val"]
     scores, paths = make_runs(tmp_path, MAIN, models, seeds, datasets)
-    out = run_tables(tmp_path, paths)
+    out = run_tables(tmp_path, paths, held_out="source_val")
     table = pd.read_csv(out / "table.csv")
     cols = ["ACDC", "DZ", "Avg2", "CS", "BDD", "MV", "Avg5"]
     expected = ["model", "experiment", "method", "seeds"]
@@ -179,12 +199,9 @@ def test_table1_layout_means_and_stds(tmp_path):
     r = gap.iloc[0]
     src = scores[(r["experiment"], r["model"], r["seed"], "source_val")]
     tgt = np.mean([scores[(r["experiment"], r["model"], r["seed"], d)] for d in TARGETS])
-    assert r["source_val"] == pytest.approx(src) and r["target_mean"] == pytest.approx(tgt)
+    assert r["held_out"] == pytest.approx(src) and r["target_mean"] == pytest.approx(tgt)
     assert r["gap"] == pytest.approx(src - tgt)
     assert (out / "figures" / "boundary_interior.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # No ablation experiments, no comparison asked: those files are not written.
-    assert not (out / "tables" / "ablation.csv").exists()
-    assert not (out / "tables" / "paper_comparison.csv").exists()
 
 
 def test_missing_datasets_and_single_seed_give_empty_cells(tmp_path):
@@ -200,7 +217,6 @@ def test_missing_datasets_and_single_seed_give_empty_cells(tmp_path):
         (scores[("dginstyle", "m", 0, "acdc")] + scores[("dginstyle", "m", 0, "dark_zurich")]) / 2
     )
     assert "| – |" in (out / "table.md").read_text()
-    assert not (out / "tables" / "domain_gap.csv").exists()
 
 
 def test_seed_missing_a_dataset_is_left_out_of_that_average(tmp_path):
@@ -309,13 +325,17 @@ def test_comparison_takes_each_published_row_from_its_own_recipe(tmp_path):
     assert t1["published_recipe"].fillna("").str.len().gt(0).sum() == 7 * 6
 
 
-def test_a_run_whose_files_disagree_on_the_recipe_is_named(tmp_path):
+def test_a_run_whose_files_disagree_on_the_recipe_is_named(tmp_path, capsys):
     _, paths = make_runs(tmp_path, ["flexseg"], ["m"], [0], ["acdc", "cityscapes"])
     record = json.loads(paths[0].read_text())
     record["recipe"] = {"data": "RCS subset + generated", "test": "slide"}
     paths[0].write_text(json.dumps(record))
     with pytest.raises(DataError, match="records the recipe"):
-        run_tables(tmp_path, paths, main_experiments=["flexseg"], compare=True)
+        run_recipes([read_metrics(p) for p in paths])
+    params = {"tables": {"main_experiments": ["flexseg"]}, "experiments": FLAGS}
+    table = tmp_path / "paper_comparison.csv"
+    assert tables_command("paper-comparison", params, paths, table=table) == 1
+    assert "records the recipe" in capsys.readouterr().err and not table.exists()
 
 
 def test_run_recipe_reads_what_the_model_file_recorded():
@@ -360,17 +380,12 @@ def test_unreadable_or_duplicate_metrics_name_the_file(tmp_path, capsys):
     bad.write_text("{not json")
     with pytest.raises(DataError, match="broken/metrics.json"):
         read_metrics(bad)
-    # the tables' slice holds the experiments' flags, not their recipe overrides
-    flags = {
-        n: {k: v for k, v in e.items() if k not in ("training", "evaluation")}
-        for n, e in EXPERIMENTS.items()
-    }
-    params = json.dumps(
-        {"tables": {"main_experiments": MAIN, "compare_paper": False}, "experiments": flags}
-    )
-    code = main(
-        ["--params", params, "--metrics", str(paths[0]), str(bad), "--out-dir", str(tmp_path / "r")]
-    )
+    params = {"tables": {"main_experiments": MAIN}, "experiments": FLAGS}
+    out = tmp_path / "r"
+    code = tables_command(
+        "main", params, [paths[0], bad], table=out / "t.csv", markdown=out / "t.md",
+        long=out / "l.csv", figure=out / "f.png",
+    )  # fmt: skip
     assert code == 1 and "broken/metrics.json" in capsys.readouterr().err
     missing = tmp_path / "nowhere.json"
     with pytest.raises(DataError, match="nowhere.json"):
@@ -378,7 +393,7 @@ def test_unreadable_or_duplicate_metrics_name_the_file(tmp_path, capsys):
     copy = tmp_path / "copy.json"
     copy.write_text(paths[0].read_text())
     with pytest.raises(DataError, match="copy.json"):
-        run_tables(tmp_path, [paths[0], copy])
+        read_results([paths[0], copy], parse_experiments(EXPERIMENTS))
     partial = tmp_path / "partial.json"
     partial.write_text(json.dumps({"experiment": "flexseg", "model": "m", "seed": 0}))
     with pytest.raises(DataError, match="partial.json.*missing keys"):
@@ -467,24 +482,15 @@ def test_published_table2_matches_the_text_and_table1():
         )
 
 
-def test_optional_outputs_are_exactly_what_is_written(tmp_path):
-    from flexseg.tables import OPTIONAL_FILES, optional_tables
-
-    exps = [*MAIN, "gap_ube"]
-    for case, (experiments, datasets, compare) in enumerate(
-        [
-            (MAIN, ["acdc"], False),
-            (exps, ["acdc", "source_val"], True),
-            (exps, ["cityscapes"], False),
-        ]
-    ):
-        root = tmp_path / str(case)
-        _, paths = make_runs(root, experiments, ["m"], [0], datasets)
-        settings = TableSettings(main_experiments=MAIN, compare_paper=compare)
-        # What the workflow declares from the paths alone (<exp>/<model>/seed<s>/<dataset>/).
-        declared = optional_tables(
-            [(p.parts[-5], p.parts[-2]) for p in paths], parse_experiments(EXPERIMENTS), settings
-        )
-        out = run_tables(root, paths, compare=compare)
-        written = {k for k, rel in OPTIONAL_FILES.items() if (out / rel).exists()}
-        assert set(declared) == written, case
+def test_a_table_without_its_runs_is_an_error_naming_what_is_missing(tmp_path, capsys):
+    """The workflow asks for Table 2 and the domain gap from the config; given metrics without
+    ablation runs or without the held-out set, the commands stop and say so."""
+    _, paths = make_runs(tmp_path, MAIN, ["m"], [0], ["acdc"])
+    params = {"tables": {"main_experiments": MAIN}, "experiments": FLAGS}
+    files = {"table": tmp_path / "a.csv", "markdown": tmp_path / "a.md"}
+    assert tables_command("ablation", params, paths, **files) == 1
+    assert "no ablation runs" in capsys.readouterr().err
+    gap = {"held_out": "source_val", "experiments": FLAGS}
+    assert tables_command("domain-gap", gap, paths, table=tmp_path / "g.csv") == 1
+    assert "held-out dataset 'source_val'" in capsys.readouterr().err
+    assert not any(tmp_path.glob("*.csv"))

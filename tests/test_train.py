@@ -14,7 +14,14 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
 
-from train_fixtures import make_tree, options, train_params, write_lists  # noqa: E402
+from train_fixtures import (  # noqa: E402
+    make_tree,
+    options,
+    run_file_args,
+    run_files,
+    train_params,
+    write_lists,
+)
 
 from flexseg import train as T  # noqa: E402
 from flexseg.checkpoint import ModelMeta, load_model, load_training_state  # noqa: E402
@@ -68,7 +75,7 @@ FAST_HAS = {"has": {"refresh_every": 5, "midpoint": 8, "k": 0.5}}
 def test_loss_goes_down(lists, tmp_path, name, gap, ube, has, boundary) -> None:
     params = train_params(seed=0, **FAST_HAS)
     params["experiment"] = _experiment(name, gap, ube, has, boundary=boundary)
-    result = T.train(params, lists["combined"], tmp_path, options())
+    result = T.train(params, lists["combined"], run_files(tmp_path), options())
     assert result.completed and result.iterations_done == 30
     rows = _log(tmp_path / "loss_log.csv")
     assert [int(r["iteration"]) for r in rows] == list(range(1, 31))
@@ -92,7 +99,7 @@ def test_outputs_and_model_file(lists, tmp_path) -> None:
     params = train_params(seed=3, iterations=4)
     params["experiment"] = _experiment("dginstyle", False, False, False)
     args = ["--params", json.dumps(params), "--data", str(lists["combined"])]
-    args += ["--out-dir", str(tmp_path), "--checkpoint-every", "2", "--log-every", "2"]
+    args += [*run_file_args(tmp_path), "--checkpoint-every", "2", "--log-every", "2"]
     assert T.main([*args, "--threads", "1", "--workers", "0", "--device", "cpu"]) == 0
     config = json.loads((tmp_path / "config.json").read_text())
     params = read_stage(params, "train")  # the params as validated: with the schema's defaults
@@ -121,14 +128,14 @@ def test_resume_is_bitwise_identical(lists, tmp_path) -> None:
     params = train_params(seed=1, iterations=12, has={"refresh_every": 3, "midpoint": 4, "k": 1.0})
     params["experiment"] = _experiment("flexseg", True, True, True)
     run = options(checkpoint_every=4)
-    whole = T.train(params, lists["combined"], tmp_path / "whole", run)
+    whole = T.train(params, lists["combined"], run_files(tmp_path / "whole"), run)
 
-    killed = T.train(params, lists["combined"], tmp_path / "resumed", run, stop_after=6)
+    killed = T.train(params, lists["combined"], run_files(tmp_path / "resumed"), run, stop_after=6)
     assert not killed.completed and killed.iterations_done == 6
     assert not (tmp_path / "resumed" / "model.pt").exists()
     ckpt = load_training_state(tmp_path / "resumed" / "checkpoints" / "last.pt")
     assert ckpt["iteration"] == 4  # iterations 5 and 6 are lost, as in a kill
-    resumed = T.train(params, lists["combined"], tmp_path / "resumed", run)
+    resumed = T.train(params, lists["combined"], run_files(tmp_path / "resumed"), run)
     assert resumed.resumed_from == 4 and resumed.completed
 
     a = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)["state_dict"]
@@ -152,10 +159,12 @@ def test_resume_is_bitwise_identical(lists, tmp_path) -> None:
 def test_changed_params_start_fresh(lists, tmp_path, capsys) -> None:
     params = train_params(seed=0, iterations=4)
     params["experiment"] = _experiment("dginstyle", False, False, False)
-    T.train(params, lists["combined"], tmp_path, options(checkpoint_every=2), stop_after=2)
+    T.train(
+        params, lists["combined"], run_files(tmp_path), options(checkpoint_every=2), stop_after=2
+    )
     changed = train_params(seed=0, iterations=4, lr=1e-4)
     changed["experiment"] = params["experiment"]
-    result = T.train(changed, lists["combined"], tmp_path, options(checkpoint_every=2))
+    result = T.train(changed, lists["combined"], run_files(tmp_path), options(checkpoint_every=2))
     assert result.resumed_from == 0 and result.completed
     assert "starting fresh" in capsys.readouterr().out
 
@@ -175,7 +184,7 @@ def test_non_finite_loss_stops_without_checkpoint(lists, tmp_path, monkeypatch) 
 
     monkeypatch.setattr(Segmentor, "forward_train", poisoned)
     with pytest.raises(T.TrainingError, match=r"iteration 3: the seg loss is nan"):
-        T.train(params, lists["combined"], tmp_path, options(checkpoint_every=2))
+        T.train(params, lists["combined"], run_files(tmp_path), options(checkpoint_every=2))
     assert load_training_state(tmp_path / "checkpoints" / "last.pt")["iteration"] == 2
     assert not (tmp_path / "model.pt").exists()
 
@@ -184,34 +193,34 @@ def test_part_counts_checked(lists, tmp_path, capsys) -> None:
     params = train_params(seed=0, iterations=2)
     params["experiment"] = _experiment("dginstyle", False, False, False, data="combined")
     with pytest.raises(DataError, match="no generated rows"):
-        T.train(params, lists["source"], tmp_path, options())
+        T.train(params, lists["source"], run_files(tmp_path), options())
     assert "8 source rows, 0 generated rows" in capsys.readouterr().out
     params["experiment"] = _experiment("source_only", False, False, False, data="source")
     with pytest.raises(DataError, match="6 generated rows"):
-        T.train(params, lists["combined"], tmp_path, options())
+        T.train(params, lists["combined"], run_files(tmp_path), options())
     args = ["--params", json.dumps(params), "--data", str(lists["generated"])]
-    assert T.main([*args, "--out-dir", str(tmp_path), "--threads", "1", "--device", "cpu"]) == 1
+    assert T.main([*args, *run_file_args(tmp_path), "--threads", "1", "--device", "cpu"]) == 1
     assert "no source rows" in capsys.readouterr().err
 
 
 def test_refusals(lists, tmp_path) -> None:
     params = train_params(seed=0, iterations=2, amp="bf16")
     with pytest.raises(ConfigError, match="amp is bf16, which needs a CUDA device"):
-        T.train(params, lists["combined"], tmp_path, options())
+        T.train(params, lists["combined"], run_files(tmp_path), options())
     params = train_params(seed=0, iterations=2, feature_distance={"enabled": True})
     with pytest.raises(ConfigError, match="encoder.pretrained is null"):
-        T.train(params, lists["combined"], tmp_path, options())
+        T.train(params, lists["combined"], run_files(tmp_path), options())
     # params written by hand are checked against the schema, naming the key
     params = train_params(seed=0, iterations=2, lr="fast")
     with pytest.raises(ConfigError, match="training.lr: 'fast' is not of type 'number'"):
-        T.train(params, lists["combined"], tmp_path, options())
+        T.train(params, lists["combined"], run_files(tmp_path), options())
     params = train_params(seed=0, iterations=2, threads=1)
     with pytest.raises(ConfigError, match="'threads' was unexpected"):
-        T.train(params, lists["combined"], tmp_path, options())
+        T.train(params, lists["combined"], run_files(tmp_path), options())
     with pytest.raises(ConfigError, match="train options:\n  workers: -1 is less than the minimum"):
-        T.train(train_params(), lists["combined"], tmp_path, options(workers=-1))
+        T.train(train_params(), lists["combined"], run_files(tmp_path), options(workers=-1))
     with pytest.raises(DataError, match="data list not found"):
-        T.train(train_params(), tmp_path / "missing.csv", tmp_path, options())
+        T.train(train_params(), tmp_path / "missing.csv", run_files(tmp_path), options())
 
 
 def test_feature_distance_with_pretrained_encoder(lists, tmp_path) -> None:
@@ -223,7 +232,7 @@ def test_feature_distance_with_pretrained_encoder(lists, tmp_path) -> None:
     reference = build_model(params["model"])
     reference.encoder.model.save_pretrained(tmp_path / "imagenet")
     params["model"]["encoder"]["pretrained"] = str(tmp_path / "imagenet")
-    result = T.train(params, lists["combined"], tmp_path / "run", options())
+    result = T.train(params, lists["combined"], run_files(tmp_path / "run"), options())
     rows = _log(tmp_path / "run" / "loss_log.csv")
     assert float(rows[0]["fd"]) == 0.0  # the student starts from the ImageNet weights
     model, _ = load_model(tmp_path / "run" / "model.pt")  # loads offline without the source
@@ -254,7 +263,7 @@ def test_feature_distance_on_hrda_resnet(lists, tmp_path) -> None:
         "head": {"type": "deeplabv2", "fusion_dim": 16},
         "hrda": {"context_scale": 0.5, "detail_crop": 32},
     }
-    T.train(params, lists["combined"], tmp_path / "run", options(log_every=1))
+    T.train(params, lists["combined"], run_files(tmp_path / "run"), options(log_every=1))
     fd = [float(r["fd"]) for r in _log(tmp_path / "run" / "loss_log.csv")]
     # The term is computed on the ResNet's last stage. It is above 0 from the first step although
     # the student starts from the ImageNet weights: its BatchNorm runs in training mode, the
@@ -395,7 +404,7 @@ def test_online_rcs_run_draws_its_source_samples_by_rcs(lists, tmp_path) -> None
         pick = online.draw(item_rng(2, draw, draw % first_generated))
         assert item.index == pick.index and names[item.index] in candidates[pick.rcs_class]
     assert dataset[(0, first_generated)].index == first_generated  # generated rows stay
-    result = T.train(params, data, tmp_path / "run", options(), online_rcs=table_path)
+    result = T.train(params, data, run_files(tmp_path / "run"), options(), online_rcs=table_path)
     assert result.completed
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["online_rcs"] == str(table_path)
@@ -407,10 +416,12 @@ def test_online_rcs_run_draws_its_source_samples_by_rcs(lists, tmp_path) -> None
 def test_an_online_rcs_switch_without_its_table_stops_the_run(lists, tmp_path) -> None:
     params = train_params(iterations=2, online_rcs=True)
     with pytest.raises(ConfigError, match="--online-rcs"):
-        T.train(params, lists["source"], tmp_path, options())
+        T.train(params, lists["source"], run_files(tmp_path), options())
     params = train_params(iterations=2)
     with pytest.raises(ConfigError, match="online_rcs is off"):
-        T.train(params, lists["source"], tmp_path, options(), online_rcs=tmp_path / "t.json")
+        T.train(
+            params, lists["source"], run_files(tmp_path), options(), online_rcs=tmp_path / "t.json"
+        )
 
 
 def test_help_runs() -> None:
@@ -430,9 +441,14 @@ def test_window_ends() -> None:
 def test_workers_do_not_change_the_run(lists, tmp_path) -> None:
     params = train_params(seed=2, iterations=6, has={"refresh_every": 2})
     params["experiment"] = _experiment("has", False, False, True)
-    one = T.train(params, lists["combined"], tmp_path / "w0", options(checkpoint_every=3))
+    one = T.train(
+        params, lists["combined"], run_files(tmp_path / "w0"), options(checkpoint_every=3)
+    )
     two = T.train(
-        params, lists["combined"], tmp_path / "w2", options(checkpoint_every=3, workers=2)
+        params,
+        lists["combined"],
+        run_files(tmp_path / "w2"),
+        options(checkpoint_every=3, workers=2),
     )
     for key, value in one.model.state_dict().items():
         assert torch.equal(value, two.model.state_dict()[key]), key

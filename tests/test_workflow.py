@@ -265,9 +265,7 @@ def test_the_slurm_profile_keeps_the_rules_gpu_counts(tmp_path):
     fake_real_tree(tmp_path)
     (tmp_path / "scorer.pt").write_bytes(b"")  # a named checkpoint adds quality_reference
     ddp = tmp_path / "ddp.yaml"
-    ddp.write_text(
-        "training: {nproc: 2}\nquality: {reference: cityscapes, checkpoint: scorer.pt}\n"
-    )
+    ddp.write_text("training: {nproc: 2}\nheld_out: cityscapes\nquality: {checkpoint: scorer.pt}\n")
     proc = snakemake(
         "-n", "all", "--profile", str(REPO / "workflow/profiles/slurm"),
         "--configfile", str(REPO / "config/paper/gta_to_five.yaml"), str(ddp),
@@ -279,3 +277,67 @@ def test_the_slurm_profile_keeps_the_rules_gpu_counts(tmp_path):
     for rule, r in res.items():
         partition = "gpu" if int(r.get("gpu", 0)) > 0 else "cpu"
         assert r["slurm_partition"] == partition, (rule, r)
+
+
+def test_the_demo_generator_takes_no_gpu_and_runs_on_the_cpu_partition(tmp_path):
+    """The demo generator trains on the CPU (generation/demo has no device setting): its jobs
+    hold no GPU slot, and the SLURM profile sends them to the CPU partition."""
+    proc = snakemake(
+        "-n", "all", "--profile", str(REPO / "workflow/profiles/slurm"), cwd=tmp_path
+    )  # fmt: skip
+    res = planned_resources(proc.stdout)
+    demo = {"demo_generator_prior", "demo_generator_source", "demo_generator_controlnet"}
+    assert demo <= set(res) and res["generate_shard"]["gpu"] == "1"
+    for rule in demo:
+        assert "gpu" not in res[rule] and res[rule]["slurm_partition"] == "cpu", (rule, res[rule])
+
+
+def test_the_tables_are_the_ones_the_config_asks_for(tmp_path):
+    """Table 1 always; Table 2 for ablation runs, the domain gap for held_out, the comparison
+    for tables.compare_paper: decided from the config, one rule each."""
+    tables = {"tables", "ablation_table", "domain_gap", "paper_comparison"}
+    demo = job_counts(snakemake("-n", "--cores", "8", "all", cwd=tmp_path).stdout)
+    assert {rule for rule in demo if rule in tables} == {"tables", "domain_gap"}
+    overlay = tmp_path / "tables.yaml"
+    overlay.write_text(
+        "held_out: null\ntables: {compare_paper: true}\n"
+        "run: {ablations: {experiments: [gap_only], models: [tiny]}}\n"
+    )
+    args = ["-n", "-p", "--cores", "8", "all", "--configfile", str(overlay)]
+    proc = snakemake(*args, cwd=tmp_path)
+    counts = job_counts(proc.stdout)
+    assert {rule for rule in counts if rule in tables} == tables - {"domain_gap"}
+    assert counts["train"] == 3 * 3 + 3  # the ablation's three seeds
+    # without a held-out set the quality report has no source reference
+    (report,) = [line for line in proc.stdout.splitlines() if "flexseg.quality report" in line]
+    assert "--reference" not in report
+
+
+# The small jobs: they run where Snakemake runs (`localrule: True`), not as cluster jobs.
+LOCAL_RULES = {
+    "rcs_subset", "generation_jobs", "merge_generated", "dataset_source", "dataset_generated",
+    "dataset_combined", "dataset_combined_full", "rcs_online", "compare_panels", "tables", "ablation_table", "domain_gap",
+    "paper_comparison", "quality_report",
+}  # fmt: skip
+# The heavy ones: one cpu_load unit each (execution(), common.smk), a cluster job each.
+HEAVY_RULES = {
+    "render_demo", "class_stats", "demo_generator_prior", "demo_generator_source",
+    "demo_generator_controlnet", "generate_shard", "train", "evaluate", "quality_score",
+    "quality_reference", "motivation_panels",
+}  # fmt: skip
+
+
+def rule_texts() -> dict[str, str]:
+    """Each rule of workflow/rules/*.smk by name, with its directives' text."""
+    texts = {}
+    for path in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        parts = re.split(r"^ *rule (\w+):\n", path.read_text(), flags=re.MULTILINE)
+        texts.update(zip(parts[1::2], parts[2::2], strict=True))
+    return texts
+
+
+def test_small_jobs_are_local_and_heavy_ones_take_a_core():
+    texts = rule_texts()
+    assert {name for name, text in texts.items() if "localrule: True" in text} == LOCAL_RULES
+    assert {name for name, text in texts.items() if "**execution(" in text} == HEAVY_RULES
+    assert set(texts) == LOCAL_RULES | HEAVY_RULES | {"import_released"}  # I/O: a cluster job

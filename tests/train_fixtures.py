@@ -118,6 +118,25 @@ def options(**changes: Any) -> dict[str, Any]:
     return {**OPTIONS, **changes}
 
 
+def run_files(folder: str | Path):
+    """A run's files under ``folder``, with the names the workflow gives them (train.smk)."""
+    from flexseg.train import RunFiles
+
+    folder = Path(folder)
+    return RunFiles(
+        folder / "model.pt", folder / "loss_log.csv", folder / "config.json", folder / "checkpoints"
+    )
+
+
+def run_file_args(folder: str | Path) -> list[str]:
+    """``run_files(folder)`` as the command's options."""
+    f = run_files(folder)
+    return [
+        *("--model-file", str(f.model), "--loss-log", str(f.loss_log)),
+        *("--resolved-config", str(f.resolved_config), "--checkpoint-dir", str(f.checkpoints)),
+    ]
+
+
 def train_params(experiment: str = "flexseg", seed: int = 0, **training: Any) -> dict[str, Any]:
     """The ``train`` stage slice of the default config with the tiny model and a small recipe."""
     config = load_config()

@@ -48,7 +48,6 @@ from generation.architecture import (
     build_text_encoder,
     build_unet,
     build_vae,
-    demo_sizes,
     inference_scheduler,
 )
 from generation.components import PRIOR_SUBFOLDERS, check_folder
@@ -58,7 +57,7 @@ from generation.demo.data import (
     load_source_images,
     read_captions,
 )
-from generation.demo.settings import DemoSettings, settings_from_params
+from generation.demo.settings import DemoSettings, demo_sizes, settings_from_params
 from generation.demo.train import (
     LOG_COLUMNS,
     DenoiserSetup,

@@ -10,6 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from flexseg.config import ConfigError, build, read_stage
+from generation.architecture import (
+    NORM_GROUPS,
+    TEXT_HEAD_WIDTH,
+    UNET_HEADS,
+    VAE_NORM_GROUPS,
+    Sizes,
+)
 
 SECTION = "generation.demo_generator"
 
@@ -91,3 +98,44 @@ def check_settings(settings: DemoSettings) -> None:
             f"latent, which the U-Net's {len(arch.unet_channels)} blocks cannot halve "
             f"{len(arch.unet_channels) - 1} times"
         )
+
+
+def _check_groups(channels: tuple[int, ...], what: str) -> None:
+    bad = [c for c in channels if c % NORM_GROUPS]
+    if bad:
+        raise ConfigError(
+            f"generation.demo_generator.architecture.{what}: every width must be a multiple of "
+            f"{NORM_GROUPS} (the group-norm group count), got {list(channels)}"
+        )
+
+
+def demo_sizes(arch: Architecture) -> Sizes:
+    """The sizes of the demo generator's ``architecture`` settings."""
+    _check_groups(arch.vae_channels, "vae_channels")
+    _check_groups(arch.unet_channels, "unet_channels")
+    if len(arch.unet_channels) < 2:
+        raise ConfigError(
+            "generation.demo_generator.architecture.unet_channels needs at least 2 levels, "
+            f"got {list(arch.unet_channels)}"
+        )
+    if arch.text_width % TEXT_HEAD_WIDTH:
+        raise ConfigError(
+            "generation.demo_generator.architecture.text_width must be a multiple of "
+            f"{TEXT_HEAD_WIDTH}, got {arch.text_width}"
+        )
+    return Sizes(
+        unet_channels=arch.unet_channels,
+        unet_layers_per_block=1,
+        unet_heads=UNET_HEADS,
+        unet_norm_groups=NORM_GROUPS,
+        text_width=arch.text_width,
+        text_layers=arch.text_layers,
+        text_heads=arch.text_width // TEXT_HEAD_WIDTH,
+        text_intermediate=4 * arch.text_width,
+        text_vocab=0,
+        vae_channels=arch.vae_channels,
+        vae_layers_per_block=arch.vae_layers_per_block,
+        vae_norm_groups=VAE_NORM_GROUPS,
+        vae_mid_attention=False,
+        condition_embedding=arch.condition_embedding,
+    )

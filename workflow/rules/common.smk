@@ -1,12 +1,15 @@
-# Helpers shared by the rules: config validation, stage params, the lists of runs and datasets.
+# Helpers shared by the rules: config validation, stage params and resources, the lists of runs,
+# datasets and final outputs.
 import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir)))
 
-from flexseg.config import ConfigError, execution_values, experiment_titles, params_json
-from flexseg.config import quality_run, run_data, run_training, training_runs, validate
+from flexseg.config import EXECUTION, ConfigError, execution_values, experiment_titles
+from flexseg.config import params_json, quality_run, run_data, run_training, training_runs
+from flexseg.config import validate
+from flexseg.tables import ablation_experiments, parse_experiments
 
 
 # The jobs' `python` is the one running Snakemake (the project's .venv): its folder goes first on
@@ -25,8 +28,7 @@ except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
 
-# At most as many CPU-bound jobs at once as the machine has cores (whatever --cores says), so the
-# demo's torch jobs do not oversubscribe a small machine; a cluster profile raises it with --resources.
+# --cores counts threads, not the machine's cores: at most one heavy job per core (execution()).
 workflow.global_resources.setdefault("cpu_load", os.cpu_count() or 1)
 
 
@@ -48,20 +50,17 @@ DEMO_MODEL = "results/generation/demo_model"
 RELEASED = config["generation"]["released"]
 
 
-def cpu_load(wildcards):
-    """One unit per CPU-bound job (a job asking for all units would starve behind 1-unit jobs)."""
-    return 1
-
-
 def stage(name):
     """The params function of a rule: its config slice as JSON (what Snakemake compares)."""
     return lambda wildcards: params_json(config, name, **dict(wildcards.items()))
 
 
 def execution(name):
-    """A stage's execution settings (threads aside), as resources: they change no output, so
-    unlike params they never trigger a rerun."""
-    return {k: v for k, v in execution_values(config, name).items() if k != "threads"}
+    """The resources of a heavy job: one cpu_load unit, whatever its threads (a job asking for
+    more would starve behind one-unit jobs), and its stage's execution settings (threads aside:
+    they change no output, so unlike params they never trigger a rerun)."""
+    values = execution_values(config, name) if name in EXECUTION else {}
+    return {"cpu_load": 1, **{k: v for k, v in values.items() if k != "threads"}}
 
 
 def demo_world():
@@ -85,13 +84,11 @@ def uses_generated():
 
 
 def check_dataset_roots():
-    """Real mode: every dataset the DAG reads must exist now, not hours later in a job."""
+    """Real mode: every dataset the DAG reads must exist now, not hours later in a job (the
+    held-out set, which the quality report's reference is, is one of evaluation.datasets)."""
     if DEMO:
         return
-    used = {config["source"], *config["evaluation"]["datasets"]}
-    if config["quality"]["enabled"] and config["quality"]["reference"]:
-        used.add(config["quality"]["reference"])
-    for name in sorted(used):
+    for name in sorted({config["source"], *config["evaluation"]["datasets"]}):
         root = Path(config["datasets"][name]["root"])
         if not root.is_dir():
             raise WorkflowError(f"datasets.{name}.root: folder not found: {root}")
@@ -181,10 +178,9 @@ def quality_run_names():
 
 
 def quality_reference():
-    """The reference's metrics.json ([] without quality.reference): the evaluation's own for the
-    run (evaluated there anyway when the dataset is in evaluation.datasets), or quality_reference's
-    for a checkpoint named in the config."""
-    name = config["quality"]["reference"]
+    """The reference's metrics.json ([] without held_out): the evaluation's own for the run, or
+    quality_reference's for a checkpoint named in the config."""
+    name = config["held_out"]
     if name is None:
         return []
     run = quality_run(config)
@@ -209,9 +205,23 @@ def quality_outputs():
     return ["results/generation/quality.csv", "results/generation/quality.png"]
 
 
+def table_outputs():
+    """Table 1 always; Table 2 when the runs include ablations (combined-data experiments beyond
+    tables.main_experiments); the domain gap with held_out; the comparison with compare_paper."""
+    out = ["results/table.csv"]
+    names = [e for e, _, _ in runs()]
+    main = config["tables"]["main_experiments"]
+    if ablation_experiments(names, main, parse_experiments(config["experiments"])):
+        out.append("results/tables/ablation.csv")
+    if config["held_out"] is not None:
+        out.append("results/tables/domain_gap.csv")
+    if config["tables"]["compare_paper"]:
+        out.append("results/tables/paper_comparison.csv")
+    return out
+
+
 def final_outputs():
-    out = ["results/table.csv", "results/table.md", "results/tables/long.csv", *compare_figures()]
-    out += motivation_figures()
+    out = [*table_outputs(), *compare_figures(), *motivation_figures()]
     if DEMO:
         out.append("results/demo/world_grid.png")
     if uses_generated():

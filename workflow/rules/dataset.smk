@@ -4,33 +4,36 @@
 
 rule dataset_source:
     input:
-        demo_world(),
+        world=demo_world(),
     output:
-        "results/dataset/source.csv",
-    params:
-        p=stage("combine"),
+        data="results/dataset/source.csv",
     log:
         "logs/dataset/source.log",
+    params:
+        p=stage("combine"),
+    localrule: True
     conda:
         "../envs/flexseg.yaml"
     shell:
-        "python -m flexseg.data.combined source --params {params.p:q} --out {output} > {log} 2>&1"
+        "python -m flexseg.data.combined source --params {params.p:q} --out {output.data} "
+        "> {log} 2>&1"
 
 
 rule dataset_generated:
     input:
-        "results/generation/dataset/manifest.csv",
+        generated="results/generation/dataset/manifest.csv",
     output:
-        "results/dataset/generated.csv",
-    params:
-        p=stage("combine"),
+        data="results/dataset/generated.csv",
     log:
         "logs/dataset/generated.log",
+    params:
+        p=stage("combine"),
+    localrule: True
     conda:
         "../envs/flexseg.yaml"
     shell:
-        "python -m flexseg.data.combined generated --params {params.p:q} --generated {input} "
-        "--out {output} > {log} 2>&1"
+        "python -m flexseg.data.combined generated --params {params.p:q} "
+        "--generated {input.generated} --out {output.data} > {log} 2>&1"
 
 
 rule dataset_combined:
@@ -38,16 +41,17 @@ rule dataset_combined:
         subset="results/rcs/source_subset.csv",
         generated="results/generation/dataset/manifest.csv",
     output:
-        "results/dataset/combined.csv",
-    params:
-        p=stage("combine"),
+        data="results/dataset/combined.csv",
     log:
         "logs/dataset/combined.log",
+    params:
+        p=stage("combine"),
+    localrule: True
     conda:
         "../envs/flexseg.yaml"
     shell:
         "python -m flexseg.data.combined combined --params {params.p:q} --subset {input.subset} "
-        "--generated {input.generated} --out {output} > {log} 2>&1"
+        "--generated {input.generated} --out {output.data} > {log} 2>&1"
 
 
 rule dataset_combined_full:
@@ -55,13 +59,14 @@ rule dataset_combined_full:
         world=demo_world(),
         generated="results/generation/dataset/manifest.csv",
     output:
-        "results/dataset/combined_full.csv",
-    params:
-        p=stage("combine"),
+        data="results/dataset/combined_full.csv",
     log:
         "logs/dataset/combined_full.log",
+    params:
+        p=stage("combine"),
+    localrule: True
     conda:
         "../envs/flexseg.yaml"
     shell:
         "python -m flexseg.data.combined combined_full --params {params.p:q} "
-        "--generated {input.generated} --out {output} > {log} 2>&1"
+        "--generated {input.generated} --out {output.data} > {log} 2>&1"

@@ -5,16 +5,16 @@ rule render_demo:
     output:
         world=DEMO_WORLD,
         grid="results/demo/world_grid.png",
-    params:
-        p=stage("render_demo"),
-        root=lambda wildcards, output: os.path.dirname(output.world),
     log:
         "logs/demo/render.log",
     benchmark:
         "results/benchmarks/demo/render.tsv"
+    params:
+        p=stage("render_demo"),
+        root=lambda wildcards, output: os.path.dirname(output.world),
     threads: 2
     resources:
-        cpu_load=cpu_load,
+        **execution("render_demo"),
     conda:
         "../envs/flexseg.yaml"
     shell:

@@ -1,8 +1,8 @@
 # The generated set's quality report: a source-only segmenter scores the merged set (mIoU per
-# condition and class, Eq. 1 boundary band vs interior), next to its score on held-out source
-# images. Scoring reads only the manifest's set and the model file, so it reruns when either
-# changes (or its own params); the report joins the scores with the reference's metrics.json in
-# seconds, and reruns whenever the evaluation of that reference does.
+# condition and class, Eq. 1 boundary band vs interior), next to its score on the held-out source
+# images (held_out). Scoring reads only the manifest's set and the model file, so it reruns when
+# either changes (or its own params); the report joins the scores with the reference's
+# metrics.json in seconds, and reruns whenever the evaluation of that reference does.
 
 
 rule quality_score:
@@ -12,25 +12,23 @@ rule quality_score:
     output:
         scores=f"{QUALITY_DIR}/scores.json",
         panels=f"{QUALITY_DIR}/panels.npz",
-    params:
-        p=stage("quality"),
-        out_dir=lambda wildcards, output: os.path.dirname(output.scores),
     log:
         "logs/generation/quality_score.log",
     benchmark:
         "results/benchmarks/generation/quality_score.tsv"
+    params:
+        p=stage("quality"),
     threads: 1
     resources:
-        gpu=1,
-        cpu_load=cpu_load,
         **execution("quality"),
+        gpu=1,
     conda:
         "../envs/flexseg.yaml"
     shell:
         gpu_job(
             "python -m flexseg.quality score --params {params.p:q} --manifest {input.manifest} "
-            "--checkpoint {input.model:q} --out-dir {params.out_dir} --threads {threads} "
-            "--device {resources.device} > {log} 2>&1"
+            "--checkpoint {input.model:q} --scores {output.scores} --panels {output.panels} "
+            "--threads {threads} --device {resources.device} > {log} 2>&1"
         )
 
 
@@ -42,25 +40,25 @@ rule quality_reference:
         metrics=f"{QUALITY_DIR}/reference/metrics.json",
         panels=f"{QUALITY_DIR}/reference/panels.png",
         tiles=f"{QUALITY_DIR}/reference/panels.npz",
-    params:
-        p=lambda wildcards: params_json(
-            config, "evaluate", dataset=config["quality"]["reference"], **quality_run_names()
-        ),
-        out_dir=lambda wildcards, output: os.path.dirname(output.metrics),
     log:
         "logs/generation/quality_reference.log",
+    benchmark:
+        "results/benchmarks/generation/quality_reference.tsv"
+    params:
+        p=lambda wildcards: params_json(
+            config, "evaluate", dataset=config["held_out"], **quality_run_names()
+        ),
     threads: 1
     resources:
-        gpu=1,
-        cpu_load=cpu_load,
         **execution("evaluate"),
+        gpu=1,
     conda:
         "../envs/flexseg.yaml"
     shell:
         gpu_job(
             "python -m flexseg.evaluate --params {params.p:q} --checkpoint {input.model:q} "
-            "--threads {threads} --device {resources.device} --out-dir {params.out_dir} "
-            "> {log} 2>&1"
+            "--metrics {output.metrics} --panels {output.panels} --tiles {output.tiles} "
+            "--threads {threads} --device {resources.device} > {log} 2>&1"
         )
 
 
@@ -80,12 +78,13 @@ rule quality_report:
             caption="../report/quality.rst",
             category="Generated set",
         ),
+    log:
+        "logs/generation/quality_report.log",
     params:
         reference=lambda wildcards, input: (
             f"--reference {input.reference}" if input.reference else ""
         ),
-    log:
-        "logs/generation/quality_report.log",
+    localrule: True
     conda:
         "../envs/flexseg.yaml"
     shell:

@@ -4,51 +4,55 @@
 
 rule class_stats:
     input:
-        demo_world(),
+        world=demo_world(),
     output:
-        "results/rcs/class_stats.json",
-    params:
-        p=stage("class_stats"),
+        stats="results/rcs/class_stats.json",
     log:
         "logs/rcs/class_stats.log",
     benchmark:
         "results/benchmarks/rcs/class_stats.tsv"
+    params:
+        p=stage("class_stats"),
     priority: 10
     threads: config["rcs"]["workers"]
     resources:
-        cpu_load=cpu_load,
+        **execution("class_stats"),
     conda:
         "../envs/flexseg.yaml"
     shell:
-        "python -m flexseg.data.rcs stats --params {params.p:q} --out {output} --workers {threads} "
-        "> {log} 2>&1"
+        "python -m flexseg.data.rcs stats --params {params.p:q} --out {output.stats} "
+        "--workers {threads} > {log} 2>&1"
 
 
 rule rcs_subset:
     input:
-        "results/rcs/class_stats.json",
+        stats="results/rcs/class_stats.json",
     output:
-        "results/rcs/source_subset.csv",
-    params:
-        p=stage("rcs_subset"),
+        subset="results/rcs/source_subset.csv",
     log:
         "logs/rcs/subset.log",
+    params:
+        p=stage("rcs_subset"),
+    localrule: True
     conda:
         "../envs/flexseg.yaml"
     shell:
-        "python -m flexseg.data.rcs subset --params {params.p:q} --stats {input} --out {output} > {log} 2>&1"
+        "python -m flexseg.data.rcs subset --params {params.p:q} --stats {input.stats} "
+        "--out {output.subset} > {log} 2>&1"
 
 
 rule rcs_online:
     input:
-        "results/rcs/class_stats.json",
+        stats="results/rcs/class_stats.json",
     output:
-        "results/rcs/online_rcs.json",
-    params:
-        p=stage("rcs_online"),
+        table="results/rcs/online_rcs.json",
     log:
         "logs/rcs/online.log",
+    params:
+        p=stage("rcs_online"),
+    localrule: True
     conda:
         "../envs/flexseg.yaml"
     shell:
-        "python -m flexseg.data.rcs online --params {params.p:q} --stats {input} --out {output} > {log} 2>&1"
+        "python -m flexseg.data.rcs online --params {params.p:q} --stats {input.stats} "
+        "--out {output.table} > {log} 2>&1"
