@@ -91,6 +91,7 @@ from flexseg.metrics import (
     iou_per_class,
     mean_iou,
 )
+from flexseg.peak_memory import report_peak_memory
 
 ALL = "all"
 COLUMNS = (
@@ -597,6 +598,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             device = execution_from_args(args, "quality")["device"]
             params = params_from_args(args, "quality")
             score(params, args.manifest, args.checkpoint, args.out_dir, device)
+            report_peak_memory()
         else:
             report(args.scores, args.panels, args.reference, args.out_csv, args.figure)
     except (DataError, ConfigError, ValueError, FileNotFoundError) as err:
