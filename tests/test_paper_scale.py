@@ -17,7 +17,7 @@ import pytest
 import torch
 from test_workflow import REPO, job_counts, snakemake
 
-from flexseg.config import ConfigError, load_config, stage_params
+from flexseg.config import ConfigError, load_config, read_stage, stage_params
 from flexseg.labels import NUM_CLASSES
 from flexseg.models import CropBox, HRDASegmentor, build_model
 from flexseg.models.encoders import MIT_B5
@@ -200,7 +200,7 @@ def test_paper_config_has_no_demo_dataset() -> None:
     assert all(not e["root"].startswith("resources/") for e in config["datasets"].values())
     with pytest.raises(ConfigError, match="quality.reference names unknown dataset 'source_val'"):
         load_config(PAPER, overrides={"quality": {"reference": "source_val"}})
-    with pytest.raises(ConfigError, match="every entry is null"):
+    with pytest.raises(ConfigError, match="datasets: {} should be non-empty"):
         load_config(overrides={"datasets": {k: None for k in load_config()["datasets"]}})
 
 
@@ -246,8 +246,13 @@ def test_random_diffusion_weights_load_as_the_release_does(tmp_path) -> None:
     from generation.components import TINY_SPEC, load_components, random_components
     from generation.random_weights import write_diffusion
 
-    params = {"size": "tiny", "seed": 3, "controlnet_subfolder": "ControlNet_UNet-S"}
-    write_diffusion(params, tmp_path / "sd15", tmp_path / "DGInStyle")
+    params = {
+        "random_weights": {"size": "tiny", "seed": 3},
+        "controlnet_subfolder": "ControlNet_UNet-S",
+    }
+    write_diffusion(
+        read_stage(params, "random_weights_diffusion"), tmp_path / "sd15", tmp_path / "DGInStyle"
+    )
     saved = json.loads((tmp_path / "DGInStyle/ControlNet_UNet-S/config.json").read_text())
     assert "conditioning_channels" not in saved  # as the released DGInStyle config
     models = {
@@ -274,7 +279,10 @@ def test_random_encoder_weights_load_through_pretrained(tmp_path) -> None:
     mit, resnet = tmp_path / "mit-b5", tmp_path / "resnet10t"
     encoders = {str(mit): {"type": "mit", "name": None}, str(resnet): {"type": "resnet"}}
     encoders[str(resnet)]["name"] = "resnet10t"
-    write_encoders({"size": "tiny", "seed": 0, "encoders": encoders})
+    params = {"random_weights": {"size": "tiny", "seed": 0}, "encoders": encoders}
+    write_encoders(read_stage(params, "random_weights_encoders"))
+    with pytest.raises(ConfigError, match="random_weights.size"):
+        read_stage({**params, "random_weights": {"size": "huge"}}, "random_weights_encoders")
     assert sorted(p.name for p in mit.iterdir()) == ["config.json", "model.safetensors"]
     head = {"type": "daformer", "embed_dim": 8, "fusion_dim": 8, "dilations": [1, 2]}
     model = build_model(
