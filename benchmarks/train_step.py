@@ -12,12 +12,12 @@ one run's ratio moves by about +-0.02). The last line is ``flexseg_step_over_ce=
 MiT-B5 weights) at its 512 crop, batch 2, and ends with ``paper_flexseg_step_over_ce=<ratio>``
 (target: at most 1.03). The ImageNet feature distance, on in both the paper's DGInStyle and
 FLEX-Seg runs, is left out of both steps here: it adds the same frozen forward pass to each, so
-the ratio without it is the stricter one. A CPU step at that size takes about a minute, and on a
-shared machine the step-by-step ratios scatter by tens of percent; so the loss pieces that differ
-(CE against FLEX-Seg's objective, and the boundary mask, CE, UBE and GAP alone) are also timed on
-one pass's outputs held fixed, 20 times alternately, giving ``paper_flexseg_loss_extra_ms`` and
-``paper_flexseg_step_over_ce_from_losses`` = (CE step + extra) / CE step, the figure to read
-when the quartiles are wide.
+the ratio without it is the stricter one. On a shared machine the step-by-step ratios of such
+long CPU steps scatter by tens of percent; so the loss pieces that differ (CE against FLEX-Seg's
+objective, and the boundary mask, CE, UBE and GAP alone) are also timed on one pass's outputs
+held fixed, 20 times alternately, giving ``paper_flexseg_loss_extra_ms`` and
+``paper_flexseg_step_over_ce_from_losses`` = (CE step + extra) / CE step, the figure to read when
+the quartiles are wide.
 
     python benchmarks/train_step.py [--steps 40] [--warmup 5] [--batch 4] [--size 128]
     python benchmarks/train_step.py --paper [--steps 10] [--warmup 2] [--threads 2]
@@ -123,8 +123,8 @@ def loss_costs(
 ) -> dict[str, float]:
     """Median seconds of the loss pieces (forward + backward into the model's outputs) on one
     training pass's outputs held fixed: the part of a step that differs between CE and FLEX-Seg,
-    measured without the model's own forward and backward (tens of seconds on a CPU, whose noise
-    on a shared machine hides a difference of a few percent between whole steps)."""
+    measured without the model's own forward and backward, whose noise on a shared machine
+    hides a difference of a few percent between whole steps."""
     with torch.no_grad():
         (out,) = flex.model(images, labels)
     logits = out.logits.detach().contiguous(memory_format=torch.channels_last)
