@@ -10,14 +10,14 @@ from start to end).
 
 ``--tiles81`` then also runs one image of the paper's full pass 2 (81 tiles at stride 8, one
 step: config/paper/smoke_tiles81.yaml) as its own job in a subfolder that shares the rendered
-data and the weights; it is on by default where a GPU is visible (seconds there, most of an
-hour on a 2-core CPU). On a GPU host the workflow gives each GPU job a GPU of its own
+data and the weights; it is on by default where a GPU is visible (on a CPU its 82 guided model
+calls cost about as much as 8 smoke images). On a GPU host the workflow gives each GPU job a GPU of its own
 (``flexseg.gpu_slots``), so the GPU figures are each job's own.
 
     python benchmarks/paper_scale.py [--cores 2] [--jobs-at-once 1] [--tiles81|--no-tiles81]
     python benchmarks/paper_scale.py --workdir DIR --no-run    # the table of a finished run
 
-Peak memory per job on a CPU is 8-15 GB: on a machine with less than about twice that, pass
+Peak memory per job on a CPU is up to 13 GiB: on a machine with less than about twice that, pass
 ``--jobs-at-once 1`` (``--resources cpu_load=1``: one CPU-bound job at a time).
 """
 

@@ -372,7 +372,7 @@ def test_the_benchmark_reads_each_jobs_figures(tmp_path, monkeypatch) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The whole smoke run (opt-in: minutes on a GPU, about an hour and 15 GB on a 2-core CPU)
+# The whole smoke run (opt-in: 67 jobs at the paper sizes, up to 13 GiB each on a CPU)
 
 
 @pytest.mark.paper_scale
