@@ -16,6 +16,7 @@ calls cost about as much as 8 smoke images). On a GPU host the workflow gives ea
 
     python benchmarks/paper_scale.py [--cores 2] [--jobs-at-once 1] [--tiles81|--no-tiles81]
     python benchmarks/paper_scale.py --workdir DIR --no-run    # the table of a finished run
+    python benchmarks/paper_scale.py --dry-run                 # plan the same run (snakemake -n)
 
 Peak memory per job on a CPU is up to 13 GiB: on a machine with less than about twice that, pass
 ``--jobs-at-once 1`` (``--resources cpu_load=1``: one CPU-bound job at a time).
@@ -159,6 +160,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", type=Path, help="working folder (default: a fresh temp dir)")
     parser.add_argument("--no-run", action="store_true", help="only read a finished run's files")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="plan the run(s) with snakemake -n, run nothing"
+    )
     parser.add_argument("--cores", default="2")
     parser.add_argument(
         "--jobs-at-once",
@@ -169,6 +173,8 @@ def main(argv: list[str] | None = None) -> None:
     tiles.add_argument("--tiles81", dest="tiles81", action="store_true", default=None)
     tiles.add_argument("--no-tiles81", dest="tiles81", action="store_false")
     args = parser.parse_args(argv)
+    if args.dry_run and args.no_run:
+        parser.error("--dry-run plans a run, --no-run reads a finished one: give one of them")
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="flexseg-paper-smoke-"))
     gpus = len(usable_gpus("auto"))  # as the workflow finds them (the config's gpus: auto)
@@ -176,6 +182,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.jobs_at_once is not None:
         extra += ["--resources", f"cpu_load={args.jobs_at_once}"]
     tiles81 = args.tiles81 if args.tiles81 is not None else gpus > 0
+    if args.dry_run:
+        snakemake(workdir, ["all"], CONFIGS, [*extra, "-n"])
+        if tiles81:
+            run_tiles81(workdir, [*extra, "-n"])
+        print(f"workdir={workdir}")
+        return
     total = None
     if not args.no_run:
         print(f"GPUs visible: {gpus}; 81-tile variant: {'yes' if tiles81 else 'no'}", flush=True)

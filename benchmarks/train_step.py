@@ -17,10 +17,14 @@ long CPU steps scatter by tens of percent; so the loss pieces that differ (CE ag
 objective, and the boundary mask, CE, UBE and GAP alone) are also timed on one pass's outputs
 held fixed, 20 times alternately, giving ``paper_flexseg_loss_extra_ms`` and
 ``paper_flexseg_step_over_ce_from_losses`` = (CE step + extra) / CE step, the figure to read when
-the quartiles are wide.
+the quartiles are wide (``--losses-only`` times these pieces alone, in minutes). The
+``..._cpu_time`` figures are the same ratios of the process's CPU time, which time spent waiting
+for a core does not inflate: with ``--threads 1`` the steadier figures on a busy machine (with
+more threads, idle threads' spinning counts in them).
 
     python benchmarks/train_step.py [--steps 40] [--warmup 5] [--batch 4] [--size 128]
     python benchmarks/train_step.py --paper [--steps 10] [--warmup 2] [--threads 2]
+    python benchmarks/train_step.py --paper --losses-only [--loss-repeats 20]
 """
 
 from __future__ import annotations
@@ -88,14 +92,15 @@ class Stepper:
             weight_decay=recipe.weight_decay,
         )
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> float:
-        start = time.perf_counter()
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+        """One step: (wall seconds, CPU seconds of this process)."""
+        start, cpu = time.perf_counter(), time.process_time()
         outputs = self.model(images, labels)
         terms = self.objective(outputs, images)
         self.optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         self.optimizer.step()
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - cpu
 
 
 def paper_setup() -> tuple[dict, Recipe]:
@@ -110,18 +115,19 @@ def paper_setup() -> tuple[dict, Recipe]:
     return model_cfg, build(Recipe, training)
 
 
-def _timed(fn: Callable[[], torch.Tensor], backward: bool) -> float:
-    start = time.perf_counter()
+def _timed(fn: Callable[[], torch.Tensor], backward: bool) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of ``fn`` and its backward."""
+    start, cpu = time.perf_counter(), time.process_time()
     out = fn()
     if backward:
         out.backward()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def loss_costs(
     flex: Stepper, images: torch.Tensor, labels: torch.Tensor, recipe: Recipe, repeats: int
-) -> dict[str, float]:
-    """Median seconds of the loss pieces (forward + backward into the model's outputs) on one
+) -> dict[str, tuple[float, float]]:
+    """Median wall and CPU seconds of the loss pieces (forward + backward into the model's outputs) on one
     training pass's outputs held fixed: the part of a step that differs between CE and FLEX-Seg,
     measured without the model's own forward and backward, whose noise on a shared machine
     hides a difference of a few percent between whole steps."""
@@ -160,14 +166,34 @@ def loss_costs(
             temperature=gap.temperature, momentum=gap.momentum,
         ).loss,
     }  # fmt: skip
-    times: dict[str, list[float]] = {name: [] for name in pieces}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in pieces}
     for repeat in range(repeats + 1):
         order = list(pieces.items())
         for name, fn in order if repeat % 2 else reversed(order):
             seconds = _timed(fn, backward=fn is not mask)
             if repeat:  # the first round warms up
                 times[name].append(seconds)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return {
+        name: (statistics.median(v[0] for v in values), statistics.median(v[1] for v in values))
+        for name, values in times.items()
+    }
+
+
+def print_loss_costs(
+    costs: dict[str, tuple[float, float]], ce_step: tuple[float, float] | None
+) -> None:
+    """The loss pieces' table, FLEX-Seg's extra milliseconds and, given the CE step's (wall,
+    CPU) seconds, the step ratios they imply."""
+    print("losses alone, median (forward + backward to the outputs):  wall ms    CPU ms")
+    for name, (wall, cpu) in costs.items():
+        print(f"  {name:<28} {wall * 1000:26.1f} {cpu * 1000:9.1f}")
+    extra = [f - c for f, c in zip(costs["FLEX-Seg objective"], costs["CE objective"], strict=True)]
+    print(f"paper_flexseg_loss_extra_ms={extra[0] * 1000:.1f}")
+    print(f"paper_flexseg_loss_extra_cpu_ms={extra[1] * 1000:.1f}")
+    if ce_step is not None:
+        (ce, ce_cpu), (wall, cpu) = ce_step, extra
+        print(f"paper_flexseg_step_over_ce_from_losses={(ce + wall) / ce:.4f}")
+        print(f"paper_flexseg_step_over_ce_from_losses_cpu_time={(ce_cpu + cpu) / ce_cpu:.4f}")
 
 
 def main() -> None:
@@ -182,11 +208,18 @@ def main() -> None:
     parser.add_argument(
         "--loss-repeats", type=int, default=20, help="--paper: repeats of the loss pieces"
     )
+    parser.add_argument(
+        "--losses-only",
+        action="store_true",
+        help="--paper: only the loss pieces (no whole steps; minutes instead of most of an hour)",
+    )
     args = parser.parse_args()
     defaults = (10, 2, 2, 512) if args.paper else (40, 5, 4, 128)
     for key, value in zip(("steps", "warmup", "batch", "size"), defaults, strict=True):
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.losses_only and not args.paper:
+        parser.error("--losses-only goes with --paper")
     torch.set_num_threads(args.threads)
 
     if args.paper:
@@ -199,17 +232,24 @@ def main() -> None:
     images = torch.randn(args.batch, 3, args.size, args.size)
     images = images.contiguous(memory_format=torch.channels_last)
     labels = street_labels(args.batch, args.size, seed=0)
-    plain, flex = Stepper(model_cfg, recipe, False), Stepper(model_cfg, recipe, True)
+    flex = Stepper(model_cfg, recipe, True)
+    if args.losses_only:
+        print_loss_costs(loss_costs(flex, images, labels, recipe, args.loss_repeats), None)
+        return
+    plain = Stepper(model_cfg, recipe, False)
     times: dict[str, list[float]] = {"ce": [], "flexseg": []}
+    cpu_times: dict[str, list[float]] = {"ce": [], "flexseg": []}
     for step in range(args.warmup + args.steps):
         order = (
             (("ce", plain), ("flexseg", flex)) if step % 2 else (("flexseg", flex), ("ce", plain))
         )
         for name, stepper in order:
-            seconds = stepper(images, labels)
+            seconds, cpu_seconds = stepper(images, labels)
             if step >= args.warmup:
                 times[name].append(seconds)
+                cpu_times[name].append(cpu_seconds)
     ce, fs = statistics.median(times["ce"]), statistics.median(times["flexseg"])
+    ce_cpu, fs_cpu = statistics.median(cpu_times["ce"]), statistics.median(cpu_times["flexseg"])
     # The spread of the step-by-step ratios shows how far one run's medians can be trusted.
     pairs = sorted(f / c for f, c in zip(times["flexseg"], times["ce"], strict=True))
     q1, q3 = statistics.quantiles(pairs, n=4)[::2] if len(pairs) > 1 else (pairs[0], pairs[0])
@@ -220,15 +260,12 @@ def main() -> None:
     print(f"plain CE step: {ce * 1000:.1f} ms")
     print(f"FLEX-Seg (GAP + UBE) step: {fs * 1000:.1f} ms (+{(fs - ce) * 1000:.1f} ms)")
     print(f"step-by-step ratio: quartiles {q1:.3f} .. {q3:.3f}")
+    print(f"CPU time per step: plain CE {ce_cpu * 1000:.1f} ms, FLEX-Seg {fs_cpu * 1000:.1f} ms")
     prefix = "paper_" if args.paper else ""
     if args.paper:
         costs = loss_costs(flex, images, labels, recipe, args.loss_repeats)
-        print(f"losses alone, median of {args.loss_repeats} (forward + backward to the outputs):")
-        for name, seconds in costs.items():
-            print(f"  {name:<28} {seconds * 1000:9.1f} ms")
-        extra = costs["FLEX-Seg objective"] - costs["CE objective"]
-        print(f"{prefix}flexseg_loss_extra_ms={extra * 1000:.1f}")
-        print(f"{prefix}flexseg_step_over_ce_from_losses={(ce + extra) / ce:.4f}")
+        print_loss_costs(costs, (ce, ce_cpu))
+    print(f"{prefix}flexseg_step_over_ce_cpu_time={fs_cpu / ce_cpu:.3f}")
     print(f"{prefix}flexseg_step_over_ce={fs / ce:.3f}")
 
 

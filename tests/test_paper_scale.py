@@ -192,6 +192,14 @@ def test_smoke_config_keeps_the_paper_geometry() -> None:
     assert sizes["mapillary"][0] * 3 == sizes["mapillary"][1] * 4
     # and the counts are cut
     assert smoke["training"]["iterations"] == 3 and smoke["generation"]["jobs"]["num_images"] == 2
+    # the paper config fails without a GPU; the smoke run also runs on a CPU-only machine
+    stages = ("training", "evaluation", "generation.sampler")
+    for config, device in ((paper, "cuda"), (smoke, "auto")):
+        for stage in stages:
+            section = config
+            for key in stage.split("."):
+                section = section[key]
+            assert section["device"] == device, stage
 
 
 def test_paper_config_has_no_demo_dataset() -> None:
@@ -223,9 +231,15 @@ def test_random_weights_need_local_folders() -> None:
 
 
 def test_smoke_dry_run_plans_every_stage(tmp_path) -> None:
-    proc = snakemake(
-        "-n", "--cores", "2", "all", "--configfile", str(PAPER), str(SMOKE), cwd=tmp_path
-    )
+    # the benchmark's own command line, planned (snakemake -n)
+    script = REPO / "benchmarks" / "paper_scale.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--dry-run", "--no-tiles81", "--workdir", str(tmp_path)],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert f"--directory {tmp_path} all" in proc.stdout and " -n " in proc.stdout
+    assert not (tmp_path / "results").exists()  # planned, not run
     counts = job_counts(proc.stdout)
     for rule in ("random_weights_diffusion", "random_weights_encoders", "render_demo", "tables"):
         assert counts[rule] == 1, rule
