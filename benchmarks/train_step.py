@@ -84,7 +84,9 @@ class Stepper:
             dim = parse_model_config(model_cfg).head.fusion_dim
             bank = PrototypeBank(NUM_CLASSES, len(recipe.gap.kernels), dim)
         ube, gap = (recipe.ube, recipe.gap) if flexseg else (None, None)
-        self.objective = Objective(ube, gap, bank, recipe.feature_distance)
+        self.objective = Objective(
+            ube, gap, bank, recipe.feature_distance, ce_reduction=recipe.ce_reduction
+        )
         self.optimizer = torch.optim.AdamW(
             self.model.param_groups(recipe.lr, recipe.head_lr_mult, recipe.weight_decay),
             lr=recipe.lr,
@@ -135,7 +137,9 @@ def loss_costs(
         (out,) = flex.model(images, labels)
     logits = out.logits.detach().contiguous(memory_format=torch.channels_last)
     features = out.features.detach()
-    plain_objective = Objective(None, None, None, recipe.feature_distance)
+    plain_objective = Objective(
+        None, None, None, recipe.feature_distance, ce_reduction=recipe.ce_reduction
+    )
     ube, gap = recipe.ube, recipe.gap
 
     def leaf(tensor: torch.Tensor) -> torch.Tensor:
@@ -157,9 +161,12 @@ def loss_costs(
         "CE objective": lambda: objective(plain_objective),
         "FLEX-Seg objective": lambda: objective(flex.objective),
         "  boundary mask (Eq. 1)": mask,
-        "  CE on upsampled logits": lambda: cross_entropy(upsampled(), labels)[0],
+        "  CE on upsampled logits": lambda: cross_entropy(
+            upsampled(), labels, reduction=recipe.ce_reduction,
+        )[0],
         "  UBE on upsampled logits": lambda: ube_loss(
             upsampled(), labels, mask(), alpha=ube.alpha, eps=ube.eps,
+            reduction=recipe.ce_reduction,
         ).loss,
         "  GAP (+ bank update)": lambda: gap_loss(
             leaf(features), labels, flex.objective.bank, kernels=gap.kernels,
