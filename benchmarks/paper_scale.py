@@ -18,7 +18,8 @@ calls cost about as much as 8 smoke images). On a GPU host the workflow gives ea
     python benchmarks/paper_scale.py --workdir DIR --no-run    # the table of a finished run
     python benchmarks/paper_scale.py --dry-run                 # plan the same run (snakemake -n)
 
-Peak memory per job on a CPU is up to 13 GiB: on a machine with less than about twice that, pass
+Peak memory per job on a CPU reached 13.3 GiB (HRDA MiT-B5 training, measured without SHADE,
+which its runs now train with): on a machine with less than about twice that, pass
 ``--jobs-at-once 1`` (``--resources cpu_load=1``: one CPU-bound job at a time).
 """
 
