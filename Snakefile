@@ -12,6 +12,7 @@ configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
+include: "workflow/rules/weights.smk"
 include: "workflow/rules/rcs.smk"
 include: "workflow/rules/generation.smk"
 include: "workflow/rules/dataset.smk"

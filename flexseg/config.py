@@ -149,6 +149,10 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
     """Validate ``config`` in place (filling defaults) and return it; raise ConfigError on the
     first problems found, each naming its key path."""
     fresh = unshared(config)
+    datasets = fresh.get("datasets")
+    if isinstance(datasets, dict):
+        # null removes a dataset an earlier config file defined (see the datasets schema)
+        fresh["datasets"] = {k: v for k, v in datasets.items() if v is not None}
     config.clear()
     config.update(fresh)
     check(config, _schema(), source)
@@ -195,6 +199,8 @@ def _check_references(config: dict[str, Any], source: str) -> None:
     for name, experiment in config["experiments"].items():
         _check_experiment(config, name, experiment, source)
     _check_quality(config, source)
+    if config["random_weights"]["enabled"]:
+        _check_random_weights(config, source)
 
 
 def _check_override(value: Any, section: str, source: str, where: str) -> None:
@@ -348,6 +354,77 @@ def quality_run(config: Mapping[str, Any]) -> tuple[str, str, int] | None:
     return q["experiment"], model, int(seed)
 
 
+def looks_local(source: str) -> bool:
+    """Whether a weights source names a local path rather than a hub id (``name`` or
+    ``namespace/name``): absolute, starting with ``.`` or ``~``, nested folders, or existing."""
+    return (
+        source.startswith(("/", ".", "~"))
+        or source.count("/") > 1
+        or Path(source).expanduser().exists()
+    )
+
+
+def trains_on_generated(config: Mapping[str, Any]) -> bool:
+    """Whether a training run reads the generated set (so the DAG makes one)."""
+    return any(config["experiments"][e]["data"] != "source" for e, _, _ in training_runs(config))
+
+
+def diffusion_weight_folders(config: Mapping[str, Any]) -> dict[str, str]:
+    """The local folders of ``generation.models`` (``base``, ``controlnet``) when the DAG
+    generates with pretrained components; hub ids are left out."""
+    models = config["generation"]["models"]
+    if models["kind"] != "pretrained" or not trains_on_generated(config):
+        return {}
+    return {key: models[key] for key in ("base", "controlnet") if looks_local(models[key])}
+
+
+def encoder_weight_folders(config: Mapping[str, Any]) -> dict[str, str]:
+    """Model name -> its local ``encoder.pretrained`` folder, for the models that runs train."""
+    out = {}
+    for name in dict.fromkeys(m for _, m, _ in training_runs(config)):
+        pretrained = config["models"][name]["encoder"].get("pretrained")
+        if pretrained is not None and looks_local(pretrained):
+            out[name] = pretrained
+    return out
+
+
+def _check_random_weights(config: Mapping[str, Any], source: str) -> None:
+    """random_weights writes to the configured weight folders: they must be local paths, and
+    one folder holds one kind of weights."""
+    where = f"invalid {source}: random_weights.enabled is true but"
+    models = config["generation"]["models"]
+    diffusion = set()
+    if models["kind"] == "pretrained" and trains_on_generated(config):
+        for key in ("base", "controlnet"):
+            if not looks_local(models[key]):
+                raise ConfigError(
+                    f"{where} generation.models.{key} is the hub id {models[key]!r}: name a local "
+                    "folder to write the random weights to"
+                )
+        if models["base"] == models["controlnet"]:
+            raise ConfigError(f"{where} generation.models.base and .controlnet are one folder")
+        diffusion = {models["base"], models["controlnet"]}
+    kinds: dict[str, tuple[str, str | None]] = {}
+    for name in dict.fromkeys(m for _, m, _ in training_runs(config)):
+        encoder = config["models"][name]["encoder"]
+        pretrained = encoder.get("pretrained")
+        if pretrained is None:
+            continue
+        if not looks_local(pretrained):
+            raise ConfigError(
+                f"{where} models.{name}.encoder.pretrained is the hub id {pretrained!r}: name a "
+                "local folder to write the random weights to"
+            )
+        kind = (encoder["type"], encoder.get("name"))
+        if kinds.setdefault(pretrained, kind) != kind:
+            raise ConfigError(
+                f"{where} models.{name}.encoder.pretrained {pretrained!r} is also the folder of "
+                f"another encoder ({kinds[pretrained]} vs {kind})"
+            )
+        if pretrained in diffusion:
+            raise ConfigError(f"{where} {pretrained!r} is both a diffusion and an encoder folder")
+
+
 # ---------------------------------------------------------------------------------------------
 # Stage slices: each key of a slice is a node of the config; its schema is that node's schema.
 
@@ -413,6 +490,30 @@ class Seed:
         return schema_at("run.seeds.*")
 
 
+class EncoderFolders:
+    """The local ``encoder.pretrained`` folders of the trained models, each with the encoder
+    ``type`` and timm ``name`` written into it (``random_weights``)."""
+
+    def value(self, config: Mapping[str, Any], names: Mapping[str, Any]) -> dict[str, Any]:
+        out = {}
+        for model, folder in encoder_weight_folders(config).items():
+            encoder = config["models"][model]["encoder"]
+            out[folder] = {"type": encoder["type"], "name": encoder.get("name")}
+        return out
+
+    def schema(self) -> dict[str, Any]:
+        entry = {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["type", "name"],
+            "properties": {
+                "type": schema_at("models.*.encoder.type"),
+                "name": {"type": ["string", "null"]},
+            },
+        }
+        return {"type": "object", "additionalProperties": entry}
+
+
 def _lookup(config: Mapping[str, Any], path: str) -> Any:
     node: Any = config
     for key in path.split("."):
@@ -443,7 +544,7 @@ OVERRIDE_EXCLUDED: dict[str, tuple[str, ...]] = {
     "evaluation": ("datasets", "scales", "device"),
 }
 
-SLICES: dict[str, dict[str, Part | Seed]] = {
+SLICES: dict[str, dict[str, Part | Seed | EncoderFolders]] = {
     # The prior's captions use the generation prompt's template and condition words.
     "render_demo": {"demo": Part("demo"), "prompt": Part("generation.prompt", drop=("scheme",))},
     # Not rcs.workers (the rule's threads): the process count does not change the statistics.
@@ -492,6 +593,15 @@ SLICES: dict[str, dict[str, Part | Seed]] = {
         "panels": Part("quality.panels"),
         "boundary_kernel": Part("evaluation.boundary_kernel"),
         "tf32": Part("evaluation.tf32"),
+    },
+    # Random weights in the hub layouts (generation.random_weights); the folders are outputs.
+    "random_weights_diffusion": {
+        "random_weights": Part("random_weights", drop=("enabled",)),
+        "controlnet_subfolder": Part("generation.models.controlnet_subfolder"),
+    },
+    "random_weights_encoders": {
+        "random_weights": Part("random_weights", drop=("enabled",)),
+        "encoders": EncoderFolders(),
     },
     # Table 1, Table 2 and the comparison with the paper (which tables are written is the
     # workflow's choice, from the config: not in any slice).

@@ -66,6 +66,7 @@ from flexseg.metrics import (
     gt_boundary,
     iou_per_class,
 )
+from flexseg.peak_memory import report_peak_memory
 from flexseg.precision import apply_tf32
 
 
@@ -358,6 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         params = params_from_args(args, "evaluate", dataset=args.dataset)
         device = execution_from_args(args, "evaluate")["device"]
         run(params, args.checkpoint, EvalFiles(args.metrics, args.panels, args.tiles), device)
+        report_peak_memory()
     except (DataError, ConfigError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

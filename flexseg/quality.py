@@ -93,6 +93,7 @@ from flexseg.metrics import (
     iou_per_class,
     mean_iou,
 )
+from flexseg.peak_memory import report_peak_memory
 from flexseg.precision import apply_tf32
 
 ALL = "all"
@@ -605,6 +606,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             device = execution_from_args(args, "quality")["device"]
             params = params_from_args(args, "quality")
             score(params, args.manifest, args.checkpoint, args.scores, args.panels, device)
+            report_peak_memory()
         else:
             report(args.scores, args.panels, args.reference, args.out_csv, args.figure)
     except (DataError, ConfigError, ValueError, FileNotFoundError) as err:

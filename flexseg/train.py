@@ -16,8 +16,10 @@ Decisions the paper leaves open:
 * Checkpoints (``DIR/last.pt``, every ``checkpoint_every`` iterations) hold the
   objects ``Checkpoint`` lists (what is saved is what is restored) and a hash of (params, data
   list, world size). A run resumes from it when the hash matches and starts fresh otherwise
-  (saying so). Data order and augmentation are pure functions of (seed, draw number, image), so
-  on a CPU a resumed run ends bitwise identical to an uninterrupted one.
+  (saying so). It is removed once ``model.pt`` is written: a finished run is never resumed, and
+  at paper size it holds 0.95 GiB (MiT-B5's weights and AdamW's two moments). Data order and
+  augmentation are pure functions of (seed, draw number, image), so on a CPU a resumed run ends
+  bitwise identical to an uninterrupted one.
 * Threads, loader workers, device, and the log and checkpoint intervals are options, not params:
   none of them changes the trained model (the loss log's rows follow ``--log-every``).
 * The model and images are channels-last on every device. TF32 for the float32 work is
@@ -38,6 +40,7 @@ Decisions the paper leaves open:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import hashlib
 import json
@@ -101,6 +104,7 @@ from flexseg.losses.objective import (
     UbeSettings,
 )
 from flexseg.models import build_model, parse_model_config
+from flexseg.peak_memory import report_peak_memory
 from flexseg.precision import apply_tf32
 from flexseg.sampling import HardnessSampler
 from flexseg.schedule import PolyWarmup
@@ -273,6 +277,15 @@ class Checkpoint:
             state = {k: o.state_dict() for k, o in self.shared.items() if o is not None}
             state.update(params_hash=self.run_hash, iteration=iteration, elapsed=seconds)
             save_training_state(self.path, {**state, "ranks": ranks})
+            size = self.path.stat().st_size / 2**30
+            proc.say(f"checkpoint at iteration {iteration}: {self.path} ({size:.2f} GiB)")
+
+    def remove(self) -> None:
+        """Delete the resume point once model.pt holds the result: a finished run is never
+        resumed (changed params start afresh), and at paper size it is 0.95 GiB."""
+        self.path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.path.parent.rmdir()
 
     def restore(self, proc: Process) -> tuple[int, float]:
         """(iteration, seconds) to continue from; (0, 0) without a checkpoint of this run."""
@@ -603,9 +616,10 @@ def train(
             git_revision=revision,
             iterations=recipe.iterations,
         )
+        checkpoint.remove()
         proc.say(
             f"trained {recipe.iterations} iterations ({done - start} in this run); "
-            f"wrote {files.model}"
+            f"wrote {files.model} and removed the resume checkpoint"
         )
     elif not completed:
         proc.say(f"stopped after iteration {done} (--stop-after); no model.pt written")
@@ -622,8 +636,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m flexseg.train",
         description="Train one segmentor (one experiment x model x seed) on a data list; writes "
-        "the model, the loss log, the resolved config and resumable checkpoints. With nproc > 1 "
-        "the command re-launches itself as nproc DDP processes, as torchrun does.",
+        "the model, the loss log, the resolved config and, until it finishes, a resume checkpoint. "
+        "With nproc > 1 the command re-launches itself as nproc DDP processes, as torchrun does.",
     )
     add_params_arguments(parser)
     parser.add_argument("--data", required=True, help="the data list CSV to train on")
@@ -677,6 +691,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stop_after=args.stop_after,
             online_rcs=args.online_rcs,
         )
+        report_peak_memory()
     except (ConfigError, DataError, TrainingError) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 1

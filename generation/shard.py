@@ -64,6 +64,7 @@ from flexseg.io import (
     write_label,
 )
 from flexseg.labels import IGNORE_INDEX, NUM_CLASSES, to_onehot20
+from flexseg.peak_memory import report_peak_memory
 from flexseg.precision import apply_tf32
 
 from .jobs import Job, read_jobs
@@ -357,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    report_peak_memory()
     print(
         f"shard {args.shard}: {report.generated} generated, {report.skipped} already complete"
         f"{' (old settings wiped)' if report.wiped else ''}; manifest {report.manifest}"

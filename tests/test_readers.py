@@ -233,6 +233,52 @@ def test_image_without_label(tmp_path):
         list_samples({"format": "gta", "root": str(root)})
 
 
+def test_labels_without_image_are_named(tmp_path, caplog):
+    # GTA5 as downloaded in parts: two labels (one raw, one converted) whose images are missing;
+    # the converted label of a present image is not one of them.
+    root = tmp_path / "gta"
+    for stem in ("00000", "00001"):
+        image(root / "images" / f"{stem}.png")
+        label(root / "labels" / f"{stem}.png", list(CS))
+    label(root / "labels" / "00001_labelTrainIds.png", [0])
+    label(root / "labels" / "00007.png", list(CS))
+    label(root / "labels" / "00009_labelTrainIds.png", [0])
+    with caplog.at_level(logging.WARNING, logger="flexseg.data.readers"):
+        refs = list_samples({"format": "gta", "root": str(root)})
+    assert [r.name for r in refs] == ["00000", "00001"]
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith(f"2 labels under {root} have no image and are left out: ")
+    assert "00007.png" in warning and "00009_labelTrainIds.png" in warning
+    assert str(root / "labels" / "00001") not in warning
+
+    caplog.clear()
+    bdd = tmp_path / "bdd"
+    image(bdd / "images" / "10k" / "val" / "a.jpg")
+    for stem in "ab":
+        label(bdd / "labels" / "sem_seg" / "masks" / "val" / f"{stem}.png", [0])
+    with caplog.at_level(logging.WARNING, logger="flexseg.data.readers"):
+        assert len(list_samples({"format": "bdd100k", "root": str(bdd)})) == 1
+    assert "1 labels under" in caplog.text and "b.png" in caplog.text
+
+    caplog.clear()
+    gen = tmp_path / "gen"
+    write_generated(gen, {"a": ""}, manifest=False)
+    label(gen / "labels" / "z_labelTrainIds.png", [0])
+    with caplog.at_level(logging.WARNING, logger="flexseg.data.readers"):
+        assert len(list_samples({"format": "generated", "root": str(gen)})) == 1
+    assert "z_labelTrainIds.png" in caplog.text
+
+
+def test_complete_folders_do_not_warn(tmp_path, caplog):
+    root = tmp_path / "gta"
+    image(root / "images" / "00000.png")
+    label(root / "labels" / "00000.png", list(CS))
+    label(root / "labels" / "00000_labelTrainIds.png", [0])
+    with caplog.at_level(logging.WARNING, logger="flexseg.data.readers"):
+        list_samples({"format": "gta", "root": str(root)})
+    assert not caplog.records
+
+
 def test_label_size_differs_from_image(tmp_path):
     root = tmp_path / "gta"
     image(root / "images" / "00000.png", h=16, w=24)

@@ -323,7 +323,7 @@ LOCAL_RULES = {
 HEAVY_RULES = {
     "render_demo", "class_stats", "demo_generator_prior", "demo_generator_source",
     "demo_generator_controlnet", "generate_shard", "train", "evaluate", "quality_score",
-    "quality_reference", "motivation_panels",
+    "quality_reference", "motivation_panels", "random_weights_diffusion", "random_weights_encoders",
 }  # fmt: skip
 
 

@@ -35,6 +35,9 @@ Decisions the papers leave open:
 - A raw id that does not belong to the label space at all (e.g. 19 in a train-id label, the bug of
   the public DGInStyle script; 70 in a Mapillary label) is set to 255 like the void ids, but is also
   counted per dataset and reported with one ``logging.warning`` per dataset, not one per image.
+- A label without its image (GTA5, BDD100K and generated sets, whose label folders hold nothing
+  else) is left out with one warning that names the files: the dataset is still usable, but an
+  incomplete download must not shrink it unnoticed. An image without its label is an error.
 - An entry may list ``exclude`` sample names (GTA5 ships a few image/label pairs of different
   sizes); a name that matches no sample is an error, so a typo cannot pass unnoticed.
 - Splits and conditions given to a format that has none are errors, not ignored settings.
@@ -328,6 +331,24 @@ def _pair(
     return refs
 
 
+def _warn_unpaired_labels(
+    labels: Iterable[Path], image_stems: set[str], stem_for: Callable[[Path], str], root: Path
+) -> list[Path]:
+    """Labels whose image is missing are left out of the dataset; say which (one warning)."""
+    unpaired = sorted(p for p in labels if stem_for(p) not in image_stems)
+    if unpaired:
+        shown = ", ".join(str(p) for p in unpaired[:5])
+        more = f" and {len(unpaired) - 5} more" if len(unpaired) > 5 else ""
+        log.warning(
+            "%d labels under %s have no image and are left out: %s%s",
+            len(unpaired),
+            root,
+            shown,
+            more,
+        )
+    return unpaired
+
+
 def _first_existing(*candidates: tuple[Path, str]) -> tuple[Path, str] | None:
     for path, label_map in candidates:
         if path.is_file():
@@ -337,6 +358,10 @@ def _first_existing(*candidates: tuple[Path, str]) -> tuple[Path, str] | None:
 
 def _strip(name: str, suffix: str) -> str:
     return name[: -len(suffix)] if name.endswith(suffix) else name
+
+
+def _stem(path: Path) -> str:
+    return path.stem
 
 
 def _split(entry: DatasetEntry, fmt: str) -> str:
@@ -354,6 +379,12 @@ def _list_gta(root: Path, entry: DatasetEntry, dataset: str) -> list[SampleRef]:
             (labels_dir / f"{image.stem}.png", "cityscapes_ids"),
         )
 
+    _warn_unpaired_labels(
+        labels_dir.glob("*.png"),
+        {p.stem for p in images},
+        lambda p: _strip(p.stem, "_labelTrainIds"),
+        root,
+    )
     return _pair(images, label_for, lambda p: p.stem, root, dataset)
 
 
@@ -387,6 +418,7 @@ def _list_bdd100k(root: Path, entry: DatasetEntry, dataset: str) -> list[SampleR
     def label_for(image: Path) -> tuple[Path, str] | None:
         return _first_existing((labels_dir / f"{image.stem}.png", "train_ids"))
 
+    _warn_unpaired_labels(labels_dir.glob("*.png"), {p.stem for p in images}, _stem, root)
     return _pair(images, label_for, lambda p: p.stem, root, dataset)
 
 
@@ -508,6 +540,12 @@ def _list_generated(root: Path, entry: DatasetEntry, dataset: str) -> list[Sampl
     def label_for(image: Path) -> tuple[Path, str] | None:
         return _first_existing((labels_dir / f"{image.stem}_labelTrainIds.png", "train_ids"))
 
+    _warn_unpaired_labels(
+        labels_dir.glob("*_labelTrainIds.png"),
+        {p.stem for p in images},
+        lambda p: _strip(p.stem, "_labelTrainIds"),
+        root,
+    )
     return _pair(
         images,
         label_for,

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from transformers import SegformerConfig, SegformerModel
 
-from flexseg.config import ConfigError
+from flexseg.config import ConfigError, looks_local
 from flexseg.models.style_hallucination import StyleHallucination
 
 # Constructor arguments of SegformerConfig; the generic PretrainedConfig ones (return_dict,
@@ -51,6 +51,20 @@ MIT_CONFIG_FIELDS: frozenset[str] = frozenset(
 )
 
 RESNET_CONFIG_FIELDS: frozenset[str] = frozenset({"output_stride", "drop_path_rate"})
+
+# MiT-B5, the paper's DAFormer and HRDA backbone, as SegformerConfig fields: the architecture of
+# lhoyer/DAFormer's mit_b5 (mmseg/models/backbones/mix_transformer.py: widths 64/128/320/512,
+# depths 3/6/40/3, heads 1/2/5/8, reduction ratios 8/4/2/1, drop path 0.1), which nvidia/mit-b5's
+# config.json holds. For random stand-ins of the hub weights (generation.random_weights) and
+# paper-size tests and benchmarks.
+MIT_B5: dict[str, Any] = {
+    "hidden_sizes": [64, 128, 320, 512],
+    "depths": [3, 6, 40, 3],
+    "num_attention_heads": [1, 2, 5, 8],
+    "sr_ratios": [8, 4, 2, 1],
+    "drop_path_rate": 0.1,
+    "decoder_hidden_size": 768,
+}
 
 DEFAULT_RESNET = "resnet101c"
 
@@ -132,8 +146,7 @@ def _require_style(style: StyleHallucination | None) -> StyleHallucination:
 def _check_local(pretrained: str, where: str) -> None:
     """A source written as a path (absolute, relative with ./ or ~, or nested folders) must
     exist: a hub id is ``name`` or ``namespace/name``."""
-    looks_local = pretrained.startswith(("/", ".", "~")) or pretrained.count("/") > 1
-    if looks_local and not Path(pretrained).expanduser().exists():
+    if looks_local(pretrained) and not Path(pretrained).expanduser().exists():
         raise ConfigError(f"{where}: no such file or folder: {pretrained}")
 
 

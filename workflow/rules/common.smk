@@ -10,6 +10,7 @@ from flexseg.config import EXECUTION, ConfigError, execution_values, experiment_
 from flexseg.config import params_json, quality_run, run_data, run_training, training_runs
 from flexseg.config import validate
 from flexseg.tables import ablation_experiments, parse_experiments
+from flexseg.config import diffusion_weight_folders, encoder_weight_folders, trains_on_generated
 
 
 # The jobs' `python` is the one running Snakemake (the project's .venv): its folder goes first on
@@ -48,6 +49,10 @@ DEMO_WORLD = f"{config['demo']['root']}/world.json"
 SHARDS = [f"{k:03d}" for k in range(config["generation"]["jobs"]["shards"])]
 DEMO_MODEL = "results/generation/demo_model"
 RELEASED = config["generation"]["released"]
+RANDOM_WEIGHTS = config["random_weights"]["enabled"]
+# Local weight folders the rules load from (hub ids are fetched by the jobs themselves).
+DIFFUSION_WEIGHTS = diffusion_weight_folders(config)
+ENCODER_WEIGHTS = encoder_weight_folders(config)
 
 
 def stage(name):
@@ -74,13 +79,25 @@ def demo_models():
     return {}
 
 
+def diffusion_weights():
+    """generation.models' local folders: inputs of the shards (made by random_weights_diffusion
+    under random_weights, else they must exist)."""
+    return dict(DIFFUSION_WEIGHTS)
+
+
+def encoder_weights(wildcards):
+    """The model's local encoder.pretrained folder, an input of its training runs."""
+    folder = ENCODER_WEIGHTS.get(wildcards.model)
+    return [folder] if folder is not None else []
+
+
 def runs():
     return training_runs(config)
 
 
 def uses_generated():
     """Whether a run trains on the generated set (so the DAG makes one)."""
-    return any(config["experiments"][e]["data"] != "source" for e, _, _ in runs())
+    return trains_on_generated(config)
 
 
 def check_dataset_roots():

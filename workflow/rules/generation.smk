@@ -102,7 +102,13 @@ rule demo_generator_controlnet:
 
 rule generate_shard:
     input:
-        unpack(lambda wildcards: {"jobs": "results/generation/jobs.csv", **demo_models()}),
+        unpack(
+            lambda wildcards: {
+                "jobs": "results/generation/jobs.csv",
+                **demo_models(),
+                **diffusion_weights(),
+            }
+        ),
     output:
         manifest="results/generation/shards/{shard}/manifest.csv",
     log:

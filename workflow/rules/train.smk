@@ -4,6 +4,7 @@
 rule train:
     input:
         unpack(train_inputs),
+        weights=encoder_weights,
     output:
         model="results/train/{experiment}/{model}/seed{seed}/model.pt",
         loss_log="results/train/{experiment}/{model}/seed{seed}/loss_log.csv",
