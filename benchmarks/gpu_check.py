@@ -10,7 +10,8 @@ Every figure is one ``key=value`` line (sizes in GiB, times in seconds); a figur
 
 1. Training (``train_<model>_<precision>_*``): one optimizer step of ``daformer_mitb5`` and
    ``hrda_mitb5`` as config/paper/gta_to_five.yaml builds them (MiT-B5, the paper crop: 512 and
-   1024, batch 2, the paper recipe with the ImageNet feature distance against a frozen copy;
+   1024, batch 2, the paper recipe with the ImageNet feature distance against a frozen copy,
+   the CE over all pixels and, for HRDA MiT-B5, SHADE's doubled batch from a random basis;
    plain CE: the ``source_only`` experiment), laid out channels-last like the trainer, in fp32,
    bf16 autocast and fp16 autocast with the gradient scaler: iterations per second, peak memory,
    the last loss (finite), and the bf16 / fp32 speed ratio (goal >= 1.5).
@@ -70,7 +71,7 @@ from flexseg.evaluate import EvalSettings  # noqa: E402
 from flexseg.inference import predict_image  # noqa: E402
 from flexseg.labels import to_onehot20  # noqa: E402
 from flexseg.losses import Objective  # noqa: E402
-from flexseg.models import build_model  # noqa: E402
+from flexseg.models import attach_style, build_model  # noqa: E402
 from flexseg.precision import apply_tf32  # noqa: E402
 from flexseg.train import Recipe  # noqa: E402
 from generation.components import (  # noqa: E402
@@ -225,9 +226,25 @@ def train_step_case(
     imagenet = None
     if recipe.feature_distance.enabled:
         imagenet = copy.deepcopy(model).eval().requires_grad_(False)
+    shade = recipe.shade if recipe.shade.enabled else None
+    if shade is not None:  # the doubled batch the run trains on, from a random basis
+        style = attach_style(model.encoder, shade.basis_styles, shade.concentration).to(device)
+        g = torch.Generator().manual_seed(0)
+        k, c = style.basis_styles, style.channels
+        style.set_basis(torch.randn(k, c, generator=g), torch.rand(k, c, generator=g) + 0.1)
     autocast = autocast_for(device, precision)
-    # source_only: plain cross-entropy, no GAP, with the recipe's feature distance
-    objective = Objective(None, None, None, recipe.feature_distance, imagenet, autocast=autocast)
+    # source_only: plain cross-entropy, no GAP, with the recipe's feature distance, CE reduction
+    # and SHADE
+    objective = Objective(
+        None,
+        None,
+        None,
+        recipe.feature_distance,
+        imagenet,
+        autocast=autocast,
+        ce_reduction=recipe.ce_reduction,
+        shade=shade,
+    )
     optimizer = torch.optim.AdamW(
         model.param_groups(recipe.lr, recipe.head_lr_mult, recipe.weight_decay),
         lr=recipe.lr,
@@ -277,7 +294,8 @@ def check_training(device: torch.device, tiny: bool, args: argparse.Namespace) -
         recipe = build(Recipe, training)
         crop = 64 if tiny else int(training["crop_size"])
         note(
-            f"training {name}: crop {crop}, batch {recipe.batch_size}, FD {recipe.feature_distance.enabled}"
+            f"training {name}: crop {crop}, batch {recipe.batch_size}, "
+            f"FD {recipe.feature_distance.enabled}, SHADE {recipe.shade.enabled}"
         )
         speeds = {}
         for precision in PRECISIONS:

@@ -78,7 +78,12 @@ class Stepper:
         bank = PrototypeBank(NUM_CLASSES, len(recipe.gap.kernels), dim)
         shade_settings = self.basis.settings if self.basis is not None else None
         self.objective = Objective(
-            recipe.ube, recipe.gap, bank, recipe.feature_distance, shade=shade_settings
+            recipe.ube,
+            recipe.gap,
+            bank,
+            recipe.feature_distance,
+            shade=shade_settings,
+            ce_reduction=recipe.ce_reduction,
         )
         self.optimizer = torch.optim.AdamW(
             self.model.param_groups(recipe.lr, recipe.head_lr_mult, recipe.weight_decay),

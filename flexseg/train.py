@@ -3,8 +3,9 @@
 
 The recipe is DAFormer's (which FLEX-Seg inherits; training_and_evaluation.md §1): AdamW with the
 decode head at 10x the rate, poly decay with linear warmup (``flexseg.schedule``), and the
-objective of ``flexseg.losses.objective`` (Eq. 9: UBE or cross-entropy, GAP, the ImageNet feature
-distance, per the experiment's switches). Images are drawn by Hardness-Aware Sampling
+objective of ``flexseg.losses.objective`` (Eq. 9: UBE, the Eq. 2 boundary weight or
+cross-entropy, GAP, the ImageNet feature distance, SHADE's style consistency, per the
+experiment's switches). Images are drawn by Hardness-Aware Sampling
 (``flexseg.sampling``, Eqs. 10-12) when ``has`` is on, else in seeded epochs
 (``flexseg.data.training_set``); processes, devices and random states are
 ``flexseg.distributed``'s. ``train`` holds the loop: one iteration reads top to bottom.

@@ -165,13 +165,19 @@ def test_smoke_config_keeps_the_paper_geometry() -> None:
     assert smoke["run"]["models"] == paper["run"]["models"]
     for name in paper["run"]["models"]:
         p, s = paper["models"][name], smoke["models"][name]
-        for key in ("architecture", "head", "hrda", "test_scale_factor", "training"):
+        for key in ("architecture", "head", "hrda", "test_scale_factor"):
             assert p.get(key) == s.get(key), (name, key)
+        # the one count cut per model: HRDA MiT-B5 trains with SHADE (a doubled batch) on 1 image
+        assert {**p.get("training", {}), "batch_size": None} == {
+            **s.get("training", {}),
+            "batch_size": None,
+        }, name
         assert {**p["encoder"], "pretrained": None} == {**s["encoder"], "pretrained": None}
         train = {"experiment": "flexseg", "model": name, "seed": 0}
         pt, st = (stage_params(c, "train", **train)["training"] for c in (paper, smoke))
-        for key in ("crop_size", "source_resize", "generated_resize", "batch_size", "lr"):
+        for key in ("crop_size", "source_resize", "generated_resize", "lr"):
             assert pt[key] == st[key], (name, key)
+        assert st["batch_size"] == (1 if name == "hrda_mitb5" else pt["batch_size"]), name
         for key in ("gap", "ube", "feature_distance", "rcs_recrop_min_pixels", "warmup_iters"):
             assert pt[key] == st[key], (name, key)
     for key in ("mode", "window", "stride", "batch_size", "boundary_kernel"):
