@@ -87,6 +87,7 @@ def slice_config(path: Path) -> Path:
         {
             "run": {"experiments": ["flexseg"]},
             "evaluation": {"datasets": ["acdc"]},
+            "held_out": None,  # no held-out evaluation in the slice
             "tables": {"compare_panels": []},
         },
     )
