@@ -392,7 +392,7 @@ def test_the_benchmark_reads_each_jobs_figures(tmp_path, monkeypatch) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The whole smoke run (opt-in: 69 jobs at the paper sizes, 13 GiB or more for some on a CPU)
+# The whole smoke run (opt-in: 78 jobs at the paper sizes, up to 13 GiB each on a CPU)
 
 
 @pytest.mark.paper_scale
