@@ -17,6 +17,7 @@ import torch.nn.functional as F
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
 
+from test_models import MIT  # noqa: E402  (the tiny MiT encoder config)
 from train_fixtures import make_tree, options, run_files, train_params, write_lists  # noqa: E402
 
 from flexseg import train as T  # noqa: E402
@@ -49,17 +50,6 @@ from flexseg.models.style_hallucination import (  # noqa: E402
 )
 from flexseg.shade import ShadeSettings, StyleBasis, source_rows  # noqa: E402
 
-MIT = {
-    "type": "mit",
-    "pretrained": None,
-    "config": {
-        "hidden_sizes": [8, 16, 16, 32],
-        "depths": [1, 1, 1, 1],
-        "num_attention_heads": [1, 1, 2, 2],
-        "sr_ratios": [4, 2, 1, 1],
-        "drop_path_rate": 0.0,
-    },
-}
 HEAD = {"type": "daformer", "embed_dim": 8, "fusion_dim": 12, "dilations": [1, 2], "dropout": 0.0}
 DAFORMER = {"name": "t", "architecture": "daformer", "encoder": MIT, "head": HEAD}
 HRDA = {
