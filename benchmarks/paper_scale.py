@@ -18,9 +18,10 @@ calls cost about as much as 8 smoke images). On a GPU host the workflow gives ea
     python benchmarks/paper_scale.py --workdir DIR --no-run    # the table of a finished run
     python benchmarks/paper_scale.py --dry-run                 # plan the same run (snakemake -n)
 
-Peak memory per job on a CPU reached 13.3 GiB (HRDA MiT-B5 training, measured without SHADE,
-which its runs now train with): on a machine with less than about twice that, pass
-``--jobs-at-once 1`` (``--resources cpu_load=1``: one CPU-bound job at a time).
+Peak memory per job on a CPU reached 13.1 GiB (HRDA MiT-B5 training with SHADE). The smoke
+config gives every heavy job 2 threads, so ``--cores 2`` runs one at a time; with more cores and
+less than about 14 GiB of memory per 2 cores, pass ``--jobs-at-once N`` (``--resources
+cpu_load=N``: at most N CPU-bound jobs at once).
 """
 
 from __future__ import annotations

@@ -532,16 +532,20 @@ SOURCE_ENTRY = Part("datasets.{source}", named=True)
 TRAIN_EXECUTION = ("threads", "workers", "device", "log_every", "checkpoint_every")
 EXECUTION: dict[str, tuple[str, ...]] = {
     "train": tuple(f"training.{key}" for key in TRAIN_EXECUTION),
-    "evaluate": ("evaluation.device",),
-    "quality": ("evaluation.device",),
-    "generate": ("generation.sampler.tile_batch", "generation.sampler.device"),
+    "evaluate": ("evaluation.device", "evaluation.threads"),
+    "quality": ("evaluation.device", "evaluation.threads"),
+    "generate": (
+        "generation.sampler.tile_batch",
+        "generation.sampler.device",
+        "generation.sampler.threads",
+    ),
 }
 
 # Keys an override (models.<m>.training, an experiment's) may not hold: execution settings (the
 # rules read them from the shared section, so an override would be ignored) and the DAG's datasets.
 OVERRIDE_EXCLUDED: dict[str, tuple[str, ...]] = {
     "training": (*TRAIN_EXECUTION, "nproc"),
-    "evaluation": ("datasets", "scales", "device"),
+    "evaluation": ("datasets", "scales", "device", "threads"),
 }
 
 SLICES: dict[str, dict[str, Part | Seed | EncoderFolders]] = {
@@ -558,10 +562,10 @@ SLICES: dict[str, dict[str, Part | Seed | EncoderFolders]] = {
         "prompt": Part("generation.prompt"),
     },
     "demo_generator": {"demo_generator": Part("generation.demo_generator")},
-    # Not tile_batch (tiles per call give the same images) nor device.
+    # Not tile_batch (tiles per call give the same images), device nor threads.
     "generate": {
         "models": Part("generation.models"),
-        "sampler": Part("generation.sampler", drop=("tile_batch", "device")),
+        "sampler": Part("generation.sampler", drop=("tile_batch", "device", "threads")),
     },
     "merge_generated": {
         "expected": Part("generation.jobs.num_images"),
@@ -582,7 +586,7 @@ SLICES: dict[str, dict[str, Part | Seed | EncoderFolders]] = {
         "seed": Seed(),
     },
     "evaluate": {
-        "evaluation": Part("evaluation", drop=("datasets", "scales", "device"), run="evaluation"),
+        "evaluation": Part("evaluation", drop=("datasets", "scales", "device", "threads"), run="evaluation"),
         "scale": Part("evaluation.scales.{dataset}"),
         "dataset": DATASET_ENTRY,
     },

@@ -344,21 +344,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--tiles", required=True, type=Path, help="the panels' tiles (NPZ) to write"
     )
-    parser.add_argument(
-        "--threads", type=int, help="CPU threads for torch (default: torch's own choice)"
-    )
     add_execution_arguments(parser, "evaluate")
     args = parser.parse_args(argv)
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
     if args.config is not None and not args.dataset:
         parser.error("--config needs --dataset")
     try:
         params = params_from_args(args, "evaluate", dataset=args.dataset)
-        device = execution_from_args(args, "evaluate")["device"]
-        run(params, args.checkpoint, EvalFiles(args.metrics, args.panels, args.tiles), device)
+        options = execution_from_args(args, "evaluate")
+        torch.set_num_threads(options["threads"])
+        files = EvalFiles(args.metrics, args.panels, args.tiles)
+        run(params, args.checkpoint, files, options["device"])
         report_peak_memory()
     except (DataError, ConfigError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

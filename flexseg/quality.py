@@ -586,7 +586,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     sc.add_argument("--checkpoint", required=True, help="model.pt of a source-only run")
     sc.add_argument("--scores", required=True, help="the scores (JSON) to write")
     sc.add_argument("--panels", required=True, help="the panel tiles (NPZ) to write")
-    sc.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     add_execution_arguments(sc, "quality")
     rp = sub.add_parser("report", help="quality.csv and quality.png from the scores")
     rp.add_argument("--scores", required=True, help="scores.json written by score")
@@ -599,13 +598,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "score":
-            if args.threads is not None:
-                if args.threads < 1:
-                    parser.error(f"--threads must be >= 1, got {args.threads}")
-                torch.set_num_threads(args.threads)
-            device = execution_from_args(args, "quality")["device"]
+            options = execution_from_args(args, "quality")
+            torch.set_num_threads(options["threads"])
             params = params_from_args(args, "quality")
-            score(params, args.manifest, args.checkpoint, args.scores, args.panels, device)
+            score(params, args.manifest, args.checkpoint, args.scores, args.panels, options["device"])
             report_peak_memory()
         else:
             report(args.scores, args.panels, args.reference, args.out_csv, args.figure)

@@ -263,7 +263,7 @@ def run_shard(
 ) -> ShardReport:
     """Generate the missing images of one shard into ``work_dir`` and write its ``manifest``.
     ``params``: the ``generate`` slice; ``options``: ``tile_batch`` and ``device`` (the schema's
-    defaults for those not given; neither changes the images).
+    defaults for those not given; neither changes the images; ``threads`` is the command's).
 
     ``max_new`` stops after that many new images, without a manifest (an interrupted run).
     """
@@ -333,17 +333,14 @@ def main(argv: list[str] | None = None) -> int:
         required=True,
         help="the folder of the shard's images/ and labels/, kept across kills (resume)",
     )
-    parser.add_argument(
-        "--threads", type=int, help="CPU threads for torch (default: torch's own choice)"
-    )
     add_execution_arguments(parser, "generate")
     args = parser.parse_args(argv)
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(max(args.threads, 1))
     try:
         params = params_from_args(args, "generate")
+        options = execution_from_args(args, "generate")
+        import torch
+
+        torch.set_num_threads(options["threads"])
         report = run_shard(
             params,
             args.jobs,
@@ -353,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             args.work_dir,
             prior=args.prior,
             controlnet=args.controlnet,
-            options=execution_from_args(args, "generate"),
+            options=options,
         )
     except (ConfigError, DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -72,7 +72,10 @@ def test_execution_settings_are_in_no_slice():
         for key in (path.rsplit(".", 1)[-1] for path in paths):
             for part in stage_schema(stage)["properties"].values():
                 assert key not in part.get("properties", {}), (stage, key)
-    assert read_execution("evaluate", {}) == {"device": schema_at("evaluation.device")["default"]}
+    assert read_execution("evaluate", {}) == {
+        "device": schema_at("evaluation.device")["default"],
+        "threads": schema_at("evaluation.threads")["default"],
+    }
     with pytest.raises(
         ConfigError, match="train options:\n  <top level>: Additional.*'tile_batch'"
     ):

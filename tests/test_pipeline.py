@@ -204,8 +204,8 @@ EXECUTION_CHANGES = {
         "checkpoint_every": 6,
     },
     "rcs": {"workers": 2},
-    "generation": {"sampler": {"tile_batch": 4, "device": "cpu"}},
-    "evaluation": {"device": "cpu"},
+    "generation": {"sampler": {"tile_batch": 4, "device": "cpu", "threads": 2}},
+    "evaluation": {"device": "cpu", "threads": 2},
 }
 
 
@@ -216,9 +216,20 @@ def test_execution_settings_rerun_nothing(finished_run):
     assert job_counts(proc.stdout) == {}, proc.stdout
     # ... and they reach the commands, a profile's set-threads too (1 here instead of 2)
     proc = run_snakemake(
-        finished_run, "-p", "--forcerun", "train", "--set-threads", "train=1", *args
+        finished_run,
+        "-p",
+        "--forcerun",
+        "train",
+        "generate_shard",
+        "--set-threads",
+        "train=1",
+        *args,
     )
     assert "--threads 1 --workers 1 --device cpu --log-every 3 --checkpoint-every 6" in proc.stdout
+    # evaluation, quality scoring and the shards take their own threads (2 here, default 1)
+    for command in ("flexseg.evaluate", "flexseg.quality score", "generation.shard"):
+        lines = [line for line in proc.stdout.splitlines() if f"python -m {command} " in line]
+        assert lines and all("--threads 2 " in line for line in lines), (command, lines)
 
 
 QUALITY = {"quality_score": 1, "quality_report": 1}  # a new checkpoint or generated set

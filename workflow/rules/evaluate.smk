@@ -23,7 +23,7 @@ rule evaluate:
         "results/benchmarks/evaluate/{experiment}/{model}/seed{seed}/{dataset}.tsv"
     params:
         p=stage("evaluate"),
-    threads: 1
+    threads: config["evaluation"]["threads"]
     resources:
         **execution("evaluate"),
         gpu=1,

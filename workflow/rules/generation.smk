@@ -126,7 +126,7 @@ rule generate_shard:
             else ""
         ),
     priority: 10
-    threads: 1
+    threads: config["generation"]["sampler"]["threads"]
     resources:
         **execution("generate"),
         gpu=1,

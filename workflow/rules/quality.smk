@@ -18,7 +18,7 @@ rule quality_score:
         "results/benchmarks/generation/quality_score.tsv"
     params:
         p=stage("quality"),
-    threads: 1
+    threads: config["evaluation"]["threads"]
     resources:
         **execution("quality"),
         gpu=1,
@@ -48,7 +48,7 @@ rule quality_reference:
         p=lambda wildcards: params_json(
             config, "evaluate", dataset=config["held_out"], **quality_run_names()
         ),
-    threads: 1
+    threads: config["evaluation"]["threads"]
     resources:
         **execution("evaluate"),
         gpu=1,
