@@ -15,6 +15,7 @@ calls cost about as much as 8 smoke images). On a GPU host the workflow gives ea
 (``flexseg.gpu_slots``), so the GPU figures are each job's own.
 
     python benchmarks/paper_scale.py [--cores 2] [--jobs-at-once 1] [--tiles81|--no-tiles81]
+        [--held-out]                                              # + config/paper/smoke_held_out.yaml
     python benchmarks/paper_scale.py --workdir DIR --no-run    # the table of a finished run
     python benchmarks/paper_scale.py --dry-run                 # plan the same run (snakemake -n)
 
@@ -45,6 +46,7 @@ from flexseg.peak_memory import read_peak  # noqa: E402
 
 CONFIGS = [REPO / "config" / "paper" / "gta_to_five.yaml", REPO / "config" / "paper" / "smoke.yaml"]
 TILES81 = REPO / "config" / "paper" / "smoke_tiles81.yaml"
+HELD_OUT = REPO / "config" / "paper" / "smoke_held_out.yaml"
 MIB = 2**20
 
 
@@ -171,6 +173,11 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         help="at most this many CPU-bound jobs at once (default: as many as cores)",
     )
+    parser.add_argument(
+        "--held-out",
+        action="store_true",
+        help="also evaluate every run on the held-out source image (smoke_held_out.yaml)",
+    )
     tiles = parser.add_mutually_exclusive_group()
     tiles.add_argument("--tiles81", dest="tiles81", action="store_true", default=None)
     tiles.add_argument("--no-tiles81", dest="tiles81", action="store_false")
@@ -179,13 +186,14 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--dry-run plans a run, --no-run reads a finished one: give one of them")
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="flexseg-paper-smoke-"))
+    configs = [*CONFIGS, HELD_OUT] if args.held_out else CONFIGS
     gpus = len(usable_gpus("auto"))  # as the workflow finds them (the config's gpus: auto)
     extra = ["--cores", args.cores, "--rerun-incomplete"]
     if args.jobs_at_once is not None:
         extra += ["--resources", f"cpu_load={args.jobs_at_once}"]
     tiles81 = args.tiles81 if args.tiles81 is not None else gpus > 0
     if args.dry_run:
-        snakemake(workdir, ["all"], CONFIGS, [*extra, "-n"])
+        snakemake(workdir, ["all"], configs, [*extra, "-n"])
         if tiles81:
             run_tiles81(workdir, [*extra, "-n"])
         print(f"workdir={workdir}")
@@ -193,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     total = None
     if not args.no_run:
         print(f"GPUs visible: {gpus}; 81-tile variant: {'yes' if tiles81 else 'no'}", flush=True)
-        total = snakemake(workdir, ["all"], CONFIGS, extra)
+        total = snakemake(workdir, ["all"], configs, extra)
     rows = collect(workdir)
     if not rows:
         raise SystemExit(f"no benchmark files under {workdir / 'results' / 'benchmarks'}")

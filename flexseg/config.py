@@ -586,7 +586,9 @@ SLICES: dict[str, dict[str, Part | Seed | EncoderFolders]] = {
         "seed": Seed(),
     },
     "evaluate": {
-        "evaluation": Part("evaluation", drop=("datasets", "scales", "device", "threads"), run="evaluation"),
+        "evaluation": Part(
+            "evaluation", drop=("datasets", "scales", "device", "threads"), run="evaluation"
+        ),
         "scale": Part("evaluation.scales.{dataset}"),
         "dataset": DATASET_ENTRY,
     },

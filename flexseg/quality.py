@@ -601,7 +601,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             options = execution_from_args(args, "quality")
             torch.set_num_threads(options["threads"])
             params = params_from_args(args, "quality")
-            score(params, args.manifest, args.checkpoint, args.scores, args.panels, options["device"])
+            score(
+                params, args.manifest, args.checkpoint, args.scores, args.panels, options["device"]
+            )
             report_peak_memory()
         else:
             report(args.scores, args.panels, args.reference, args.out_csv, args.figure)

@@ -26,6 +26,7 @@ from flexseg.peak_memory import PeakMemory, format_line, read_peak
 PAPER = REPO / "config" / "paper" / "gta_to_five.yaml"
 SMOKE = REPO / "config" / "paper" / "smoke.yaml"
 TILES81 = REPO / "config" / "paper" / "smoke_tiles81.yaml"
+HELD_OUT = REPO / "config" / "paper" / "smoke_held_out.yaml"
 
 
 def paper_model(name: str) -> dict:
@@ -184,7 +185,12 @@ def test_smoke_config_keeps_the_paper_geometry() -> None:
         assert paper["evaluation"][key] == smoke["evaluation"][key], key
     for name in paper["evaluation"]["datasets"]:
         assert paper["evaluation"]["scales"][name] == smoke["evaluation"]["scales"][name]
-    assert smoke["evaluation"]["datasets"] == [*paper["evaluation"]["datasets"], "source_val"]
+    # the paper config's evaluations, and with smoke_held_out.yaml also the held-out source
+    assert smoke["evaluation"]["datasets"] == paper["evaluation"]["datasets"]
+    assert smoke["held_out"] is paper["held_out"] is None
+    held_out = load_config(PAPER, SMOKE, HELD_OUT)
+    assert held_out["held_out"] == "source_val"
+    assert held_out["evaluation"]["datasets"] == [*paper["evaluation"]["datasets"], "source_val"]
     for key in ("tile_latent", "upscale", "guidance_scale", "large_component_px", "dtype"):
         assert paper["generation"]["sampler"][key] == smoke["generation"]["sampler"][key]
     assert paper["generation"]["jobs"]["crop_size"] == smoke["generation"]["jobs"]["crop_size"]
@@ -251,7 +257,8 @@ def test_smoke_dry_run_plans_every_stage(tmp_path) -> None:
         assert counts[rule] == 1, rule
     assert counts["generate_shard"] == 2
     assert counts["train"] == 3 * 2
-    assert counts["evaluate"] == 6 * 6  # 6 runs x (5 targets + the held-out source_val)
+    assert counts["evaluate"] == 6 * 5  # 6 runs x 5 targets
+    assert "domain_gap" not in counts  # no held-out source (smoke_held_out.yaml adds it)
     # a shard reads the prior and the ControlNet folders, a training run its encoder's
     assert "resources/paper_smoke/weights/DGInStyle" in proc.stdout
     train_inputs = [line for line in proc.stdout.splitlines() if "input: results/dataset" in line]
@@ -392,7 +399,7 @@ def test_the_benchmark_reads_each_jobs_figures(tmp_path, monkeypatch) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The whole smoke run (opt-in: 78 jobs at the paper sizes, up to 13 GiB each on a CPU)
+# The whole smoke run (opt-in: 68 jobs at the paper sizes, up to 13 GiB each on a CPU)
 
 
 @pytest.mark.paper_scale
