@@ -87,8 +87,9 @@ class SamplerSettings:
 
     @classmethod
     def from_section(cls, sampler: Mapping[str, Any]) -> SamplerSettings:
-        """From a validated ``generation.sampler`` section (its ``device`` is the components')."""
-        return build(cls, {k: v for k, v in sampler.items() if k != "device"})
+        """From a validated ``generation.sampler`` section (its ``device`` is the components', its
+        ``threads`` the command's)."""
+        return build(cls, {k: v for k, v in sampler.items() if k not in ("device", "threads")})
 
 
 @dataclass(frozen=True)

@@ -462,10 +462,12 @@ def test_settings_from_the_config_sampler_section():
     config = load_config()
     sampler = config["generation"]["sampler"]
     sliced = read_stage(stage_params(config, "generate"), "generate")["sampler"]
-    assert "tile_batch" not in sliced and "device" not in sliced  # they change no image
+    for key in ("tile_batch", "device", "threads"):
+        assert key not in sliced, key  # they change no image
     s = build(SamplerSettings, {**sliced, "tile_batch": sampler["tile_batch"]})
+    assert s == SamplerSettings.from_section(sampler)
     for key, value in sampler.items():
-        assert key == "device" or getattr(s, key) == value, key
+        assert key in ("device", "threads") or getattr(s, key) == value, key
     assert TileBox(0, 0, 4, 4) == tile_boxes(4, 4, 4, 1)[0]
 
 
