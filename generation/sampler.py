@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import cv2
@@ -62,7 +62,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from flexseg.config import build
+from flexseg.config import EXECUTION, build
 from flexseg.labels import NUM_CLASSES
 
 from .architecture import CONDITIONING_CHANNELS
@@ -87,9 +87,11 @@ class SamplerSettings:
 
     @classmethod
     def from_section(cls, sampler: Mapping[str, Any]) -> SamplerSettings:
-        """From a validated ``generation.sampler`` section (its ``device`` is the components', its
-        ``threads`` the command's)."""
-        return build(cls, {k: v for k, v in sampler.items() if k not in ("device", "threads")})
+        """From a validated ``generation.sampler`` section, without the execution settings that
+        are not sampler fields (``device`` is the components', ``threads`` the command's)."""
+        own = {f.name for f in fields(cls)}
+        execution = {path.rsplit(".", 1)[-1] for path in EXECUTION["generate"]} - own
+        return build(cls, {k: v for k, v in sampler.items() if k not in execution})
 
 
 @dataclass(frozen=True)
